@@ -1,0 +1,1 @@
+"""Knowledge circuits atlas."""

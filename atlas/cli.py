@@ -1,0 +1,283 @@
+"""The `atlas` command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from atlas.core.attribution import ABLATIONS, LEVELS, METHODS
+from atlas.core.circuit import DEFAULT_TOP_N
+from atlas.core.corpus import CorpusError
+from atlas.core.discover import DiscoveryError, DiscoveryParams, DiscoveryResult
+from atlas.core.metrics import METRICS
+from atlas.core.models import ModelLoadError, known_model_names
+from atlas.core.pairs import PairingError
+
+USER_ERRORS = (CorpusError, ModelLoadError, DiscoveryError, PairingError)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known bad input ends with one line on stderr and exit status 2, never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+@contextmanager
+def fact_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of facts scored, shown only on a terminal."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="fact", disable=not sys.stderr.isatty(), leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+@click.group()
+def main() -> None:
+    """Circuit Atlas: find, evaluate and compare knowledge circuits in language models."""
+    _quiet_libraries()
+
+
+def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--method", type=click.Choice(METHODS), default="eap-ig", show_default=True),
+        click.option(
+            "--ig-steps", type=int, default=5, show_default=True, help="EAP-IG interpolation steps."
+        ),
+        click.option("--metric", type=click.Choice(METRICS), default="logprob", show_default=True),
+        click.option("--top-n", type=int, default=DEFAULT_TOP_N, show_default=True, help="Edges kept."),
+        click.option(
+            "--threshold", type=float, default=None, help="Keep edges with |score| >= this instead."
+        ),
+        click.option("--max-facts", type=int, default=32, show_default=True, help="Facts to discover from."),
+        click.option("--template", default=None, help="Prompt template: an index or a string with {}."),
+        click.option("--ablation", type=click.Choice(ABLATIONS), default="corrupt", show_default=True),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option(
+            "--level",
+            type=click.Choice(LEVELS),
+            default=None,
+            help="Edge or node circuit [edge where sound].",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def make_params(options: dict[str, Any]) -> DiscoveryParams:
+    template = options.get("template")
+    if isinstance(template, str) and template.lstrip("-").isdigit():
+        template = int(template)
+    params = DiscoveryParams(
+        method=options["method"],
+        ig_steps=options["ig_steps"],
+        metric=options["metric"],
+        top_n=options["top_n"],
+        threshold=options["threshold"],
+        max_facts=options["max_facts"],
+        template=template,
+        ablation=options["ablation"],
+        batch_size=options["batch_size"],
+        seed=options["seed"],
+        curve=options.get("curve", True),
+        known_only=not options.get("keep_unknown", False),
+        level=options.get("level"),
+    )
+    params.validate()
+    return params
+
+
+@main.command()
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True, help="Model name or HF id.")
+@click.option("--relation", required=True, help="Relation name (the file stem, e.g. country_capital_city).")
+@click.option("--corpus", type=click.Path(), default=None, help="LRE-format file or folder [bundled corpus].")
+@discovery_options
+@click.option("--curve/--no-curve", default=True, show_default=True, help="Compute the faithfulness curve.")
+@click.option("--keep-unknown", is_flag=True, help="Keep facts the model does not know (not in its top 10).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--save", type=click.Path(dir_okay=False), default=None, help="Write the circuit to a JSON file."
+)
+def discover(
+    model_name: str, relation: str, corpus: str | None, as_json: bool, save: str | None, **options: Any
+) -> None:
+    """Find the knowledge circuit of one relation in one model."""
+    from atlas.jobs import load_relations, pick_relation, run_discovery
+
+    with user_errors():
+        params = make_params(options)
+        chosen = pick_relation(load_relations(corpus), relation, corpus)
+        with fact_progress(chosen.name) as progress:
+            result = run_discovery(model_name, chosen, params, progress)
+    summary = result.summary()
+    if save:
+        Path(save).write_text(json.dumps(circuit_document(result), indent=1))
+    if as_json:
+        click.echo(json.dumps(_finite(summary)))
+    else:
+        click.echo(table([summary]))
+        click.echo(_counts_line(summary))
+        if save:
+            click.echo(f"circuit written to {save}")
+
+
+@main.command()
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True)
+@click.option("--max-facts", type=int, default=16, show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="eap-ig", show_default=True)
+@click.option("--top-n", type=int, default=DEFAULT_TOP_N, show_default=True)
+@click.option("--relations", default=None, help="Comma-separated relation names [all bundled ones].")
+@click.option("--json", "as_json", is_flag=True)
+def demo(
+    model_name: str, max_facts: int, method: str, top_n: int, relations: str | None, as_json: bool
+) -> None:
+    """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads."""
+    from atlas.jobs import load_relations, pick_relation, run_discovery
+
+    summaries, results = [], []
+    with user_errors():
+        params = DiscoveryParams(method=method, max_facts=max_facts, top_n=top_n, curve=False)  # type: ignore[arg-type]
+        corpus = load_relations(None)
+        names = relations.split(",") if relations else list(corpus)
+        for relation in [pick_relation(corpus, name.strip(), None) for name in names]:
+            with fact_progress(relation.name) as progress:
+                try:
+                    result = run_discovery(model_name, relation, params, progress)
+                except DiscoveryError as error:
+                    click.echo(f"skipped {relation.name}: {error}", err=True)
+                    continue
+            results.append(result)
+            summaries.append(result.summary())
+            if not as_json:
+                click.echo(
+                    f"{relation.name}: {result.circuit.n_edges} edges in {sum(result.seconds.values()):.1f} s"
+                )
+    recurring = recurring_components(results)
+    if as_json:
+        click.echo(json.dumps(_finite({"circuits": summaries, "recurring": recurring})))
+        return
+    click.echo("\n" + table(summaries))
+    click.echo("\nComponents in the circuits of several relations:")
+    for component, shared_by in recurring[:20]:
+        click.echo(f"  {component:<8} {len(shared_by):>2}  {', '.join(shared_by)}")
+
+
+@main.command("models")
+def list_models() -> None:
+    """Models that load by name here (any Hugging Face id works where its weights can be had)."""
+    for name in known_model_names():
+        click.echo(name)
+
+
+@main.command("relations")
+@click.option("--corpus", type=click.Path(), default=None)
+def list_relations(corpus: str | None) -> None:
+    """Relations of a corpus (the bundled one by default)."""
+    from atlas.jobs import load_relations
+
+    with user_errors():
+        for relation in load_relations(corpus).values():
+            click.echo(f"{relation.name:<32} {relation.category:<12} {len(relation.facts):>5} facts")
+
+
+def recurring_components(results: list[DiscoveryResult]) -> list[tuple[str, list[str]]]:
+    """Heads and MLPs in the circuits of two or more relations, most shared first."""
+    seen: dict[str, list[str]] = {}
+    for result in results:
+        for node in result.circuit.nodes:
+            if node not in ("input", "logits"):
+                seen.setdefault(node, []).append(result.relation)
+    counts = Counter({node: len(relations) for node, relations in seen.items()})
+    return [(node, seen[node]) for node, count in counts.most_common() if count >= 2]
+
+
+def circuit_document(result: DiscoveryResult) -> dict[str, Any]:
+    """The circuit as a file: the summary, its nodes, and its edges with scores (EAP-IG naming)."""
+    graph = result.circuit.graph
+    kept = result.circuit.edges.nonzero().tolist()
+    kept.sort(key=lambda wr: -abs(float(result.scores[wr[0], wr[1]])))
+    edges = [{"edge": graph.edge_name(w, r), "score": float(result.scores[w, r])} for w, r in kept]
+    return _finite({**result.summary(), "nodes": result.circuit.nodes, "edges": edges})
+
+
+def table(summaries: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'model':<14} {'relation':<26} {'method':<7} {'facts':>5} {'nodes':>5} {'edges':>6} "
+        f"{'Hit@10 orig':>11} {'circuit':>8} {'random':>7} {'faithful':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for s in summaries:
+        hit = s["hit_at_10"]
+        lines.append(
+            f"{s['model']:<14} {s['relation']:<26} {s['method']:<7} {s['n_facts']:>5} {s['n_nodes']:>5} "
+            f"{s['n_edges']:>6} {hit['original']:>11.3f} {hit['circuit']:>8.3f} {hit['random']:>7.3f} "
+            f"{s['faithfulness']:>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _counts_line(summary: dict[str, Any]) -> str:
+    f = summary["facts"]
+    line = (
+        f"facts: {f['total']} in relation, {f['known']} known to the model (Hit@10), "
+        f"{f['unpaired']} without a same-length partner; "
+        f"{f['discovery']} for discovery, {f['heldout']} held out"
+    )
+    held = summary["heldout"]
+    if held:
+        hit = held["hit_at_10"]
+        line += (
+            f"\nheld-out: Hit@10 original {hit['original']:.3f}, circuit {hit['circuit']:.3f}, random "
+            f"{hit['random']:.3f}, faithfulness {held['faithfulness']:.3f}"
+        )
+    if summary["curve"]:
+        line += f"\nfaithfulness curve area (CPR): {summary['curve']['area']:.3f}"
+    return line + f"\nseconds: {json.dumps({k: round(v, 2) for k, v in summary['seconds'].items()})}"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a faithfulness with no metric gap is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,33 @@
+"""Settings from ATLAS_* environment variables. Reading them does no work beyond parsing."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "circuit-atlas"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+
+    # "cpu", "cuda", "cuda:1"; empty means CUDA when present, else CPU.
+    device: str = ""
+    # Where dequantized offline models and other derived files are cached.
+    cache_dir: Path = Field(default_factory=lambda: _default_home() / "models")
+    # Unset: an embedded SQLite file under the atlas home.
+    database_url: str = ""
+    # Unset: jobs run inline, no queue.
+    broker_url: str = ""
+    # CPU threads for torch; 0 leaves torch's default.
+    threads: int = 0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Core, dependency-light building blocks of the atlas."""

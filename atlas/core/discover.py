@@ -1,0 +1,255 @@
+"""One relation's knowledge circuit, start to end: facts -> pairs -> scores -> circuit -> evaluation."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from atlas.core.attribution import ABLATIONS, LEVELS, METHODS, Ablation, Level, Method, edge_scores, graph_of
+from atlas.core.circuit import (
+    DEFAULT_TOP_N,
+    Circuit,
+    random_circuit,
+    random_node_circuit,
+    threshold,
+    top_n,
+    top_n_nodes,
+)
+from atlas.core.corpus import Relation
+from atlas.core.evaluation import (
+    FaithfulnessCurve,
+    SplitEvaluation,
+    evaluate_split,
+    faithfulness_curve,
+    known_mask,
+)
+from atlas.core.metrics import METRICS, get_metric
+from atlas.core.models import LoadedModel
+from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
+
+# Node-level default: about a quarter of the heads and MLPs of a small model.
+DEFAULT_TOP_N_NODES = 20
+
+
+class DiscoveryError(ValueError):
+    """Discovery cannot run as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class DiscoveryParams:
+    method: Method = "eap-ig"
+    ig_steps: int = 5
+    metric: str = "logprob"
+    top_n: int | None = DEFAULT_TOP_N
+    threshold: float | None = None  # used instead of top_n when given
+    max_facts: int = 32
+    heldout_fraction: float = 0.5  # of the known, paired facts, kept back for evaluation
+    template: str | int | None = None
+    ablation: Ablation = "corrupt"
+    batch_size: int = 16
+    seed: int = 0
+    curve: bool = True
+    known_only: bool = True  # drop facts whose object is not in the model's top 10, as the paper does
+    level: Level | None = None  # "edge" or "node"; None: edge where the model allows it, else node
+
+    def validate(self) -> None:
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (self.ig_steps >= 1, f"ig-steps must be at least 1, got {self.ig_steps}"),
+            (self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}"),
+            (
+                self.ablation in ABLATIONS,
+                f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}",
+            ),
+            (self.top_n is None or self.top_n >= 1, f"top-n must be at least 1, got {self.top_n}"),
+            (self.max_facts >= 1, f"max-facts must be at least 1, got {self.max_facts}"),
+            (
+                0 <= self.heldout_fraction < 1,
+                f"held-out fraction must be in [0, 1), got {self.heldout_fraction}",
+            ),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.level in (None, *LEVELS), f"level must be one of {', '.join(LEVELS)}, got {self.level!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DiscoveryError(message)
+
+
+@dataclass
+class FactCounts:
+    total: int
+    known: int  # object in the model's top 10
+    unpaired: int  # known, but no same-length subject with another object
+    discovery: int
+    heldout: int
+
+
+@dataclass
+class DiscoveryResult:
+    model: str
+    relation: str
+    category: str
+    params: DiscoveryParams
+    counts: FactCounts
+    circuit: Circuit
+    random: Circuit
+    scores: torch.Tensor  # [n_writers, n_readers], averaged over discovery facts
+    discovery: SplitEvaluation
+    heldout: SplitEvaluation | None
+    curve: FaithfulnessCurve | None
+    unpaired_facts: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The Table-1-style record printed by `atlas discover --json`."""
+        d = self.discovery
+        return {
+            "model": self.model,
+            "relation": self.relation,
+            "category": self.category,
+            "method": self.params.method,
+            "level": self.circuit.level,
+            "ig_steps": self.params.ig_steps if self.params.method == "eap-ig" else None,
+            "metric": self.params.metric,
+            "n_facts": d.n_facts,
+            "facts": asdict(self.counts),
+            "n_nodes": self.circuit.n_nodes,
+            "n_edges": self.circuit.n_edges,
+            "n_random_edges": self.random.n_edges,
+            "hit_at_10": {"original": d.hit_original, "circuit": d.hit_circuit, "random": d.hit_random},
+            "faithfulness": d.faithfulness,
+            "faithfulness_random": d.faithfulness_random,
+            "heldout": None
+            if self.heldout is None
+            else {
+                "n_facts": self.heldout.n_facts,
+                "hit_at_10": {
+                    "original": self.heldout.hit_original,
+                    "circuit": self.heldout.hit_circuit,
+                    "random": self.heldout.hit_random,
+                },
+                "faithfulness": self.heldout.faithfulness,
+            },
+            "curve": None
+            if self.curve is None
+            else {"area": self.curve.area, "points": [asdict(p) for p in self.curve.points]},
+            "unpaired_facts": self.unpaired_facts,
+            "seconds": self.seconds,
+        }
+
+
+def discover(
+    model: LoadedModel,
+    relation: Relation,
+    params: DiscoveryParams,
+    progress: Callable[[int, int], None] | None = None,
+) -> DiscoveryResult:
+    """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored."""
+    params.validate()
+    level: Level = params.level or ("edge" if model.edge_level else "node")
+    if level == "edge" and not model.edge_level:
+        raise DiscoveryError(
+            f"model {model.name!r} normalizes per-head outputs before the residual add, so edge circuits "
+            "are not sound for it; use node level (--level node)"
+        )
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+    tokenized = tokenize_facts(
+        relation, relation.facts, model.encode, model.encode_continuation, params.template
+    )
+    pairing = make_pairs(tokenized, tokenized, seed=params.seed)
+    pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
+    known_of = known_mask(model, make_batches(pairing.pairs, params.batch_size, pad))
+    known_pairs = [pair for pair in pairing.pairs if known_of[id(pair)] or not params.known_only]
+    # Unpaired facts are reported whether or not the model knows them: they could not be scored at all.
+    n_known_unpaired = len(pairing.unpaired)
+    seconds["filter"] = time.perf_counter() - clock
+    if not known_pairs:
+        raise DiscoveryError(
+            f"no fact of relation {relation.name!r} survives filtering in {model.name!r}: "
+            f"{len(relation.facts)} facts, {len(pairing.pairs)} paired, 0 with the object in the top 10"
+        )
+    discovery_pairs, heldout_pairs = _split(known_pairs, params)
+    counts = FactCounts(
+        total=len(relation.facts),
+        known=len(known_pairs),
+        unpaired=n_known_unpaired,
+        discovery=len(discovery_pairs),
+        heldout=len(heldout_pairs),
+    )
+    metric = get_metric(params.metric)
+    discovery_batches = make_batches(discovery_pairs, params.batch_size, pad)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, len(discovery_pairs))
+
+    clock = time.perf_counter()
+    scores = edge_scores(
+        model,
+        discovery_batches,
+        metric,
+        method=params.method,
+        steps=params.ig_steps,
+        ablation=params.ablation,
+        level=level,
+        progress=advance,
+    )
+    seconds["attribution"] = time.perf_counter() - clock
+    graph = graph_of(model)
+    if level == "node":
+        circuit = top_n_nodes(graph, scores, params.top_n or DEFAULT_TOP_N_NODES)
+        random = random_node_circuit(graph, int(circuit.kept_writers[1:].sum()), seed=params.seed)
+    else:
+        circuit = (
+            threshold(graph, scores, params.threshold)
+            if params.threshold is not None
+            else top_n(graph, scores, params.top_n or DEFAULT_TOP_N)
+        )
+        random = random_circuit(graph, circuit.n_edges, seed=params.seed)
+    clock = time.perf_counter()
+    evaluation = evaluate_split(model, graph, discovery_batches, circuit, random, metric, params.ablation)
+    heldout = None
+    if heldout_pairs:
+        heldout_batches = make_batches(heldout_pairs, params.batch_size, pad)
+        heldout = evaluate_split(model, graph, heldout_batches, circuit, random, metric, params.ablation)
+    curve = (
+        faithfulness_curve(model, graph, discovery_batches, scores, metric, params.ablation)
+        if params.curve
+        else None
+    )
+    seconds["evaluation"] = time.perf_counter() - clock
+    return DiscoveryResult(
+        model=model.name,
+        relation=relation.name,
+        category=relation.category,
+        params=params,
+        counts=counts,
+        circuit=circuit,
+        random=random,
+        scores=scores.cpu(),
+        discovery=evaluation,
+        heldout=heldout,
+        curve=curve,
+        unpaired_facts=[f"{fact.subject} -> {fact.object}" for fact in pairing.unpaired],
+        seconds=seconds,
+    )
+
+
+def _split(pairs: list[Pair], params: DiscoveryParams) -> tuple[list[Pair], list[Pair]]:
+    """Seeded split of known facts into discovery and held-out sets, each capped at max_facts."""
+    shuffled = list(pairs)
+    random.Random(params.seed).shuffle(shuffled)
+    n_heldout = int(len(shuffled) * params.heldout_fraction)
+    if len(shuffled) - n_heldout < 1:
+        n_heldout = len(shuffled) - 1
+    discovery, heldout = shuffled[n_heldout:], shuffled[:n_heldout]
+    return discovery[: params.max_facts], heldout[: params.max_facts]

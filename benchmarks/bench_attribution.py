@@ -1,0 +1,446 @@
+"""Attribution speed and memory: EAP and EAP-IG against a bare-model floor and transformer_lens.
+
+Measures, for one model and `--facts` clean/corrupt pairs (split evenly over `--relations`, first pairs
+taken whether or not the model knows the fact), after one warm-up batch:
+
+  * EAP and EAP-IG (`--steps` m) wall seconds and facts/s (`atlas.core.attribution.edge_scores`);
+  * the floor: m+1 plain forward+backward passes of the bare HF model on the same batches (weights frozen,
+    gradient to `inputs_embeds`, metric = summed object log-prob), and the EAP-IG / floor ratio;
+  * peak resident memory of each phase. Every phase runs in a fresh subprocess: "peak RSS (phase)" is
+    VmHWM after resetting it (`/proc/self/clear_refs`) once the model is loaded and warmed up, so it covers
+    the timed phase only (it includes the model weights and what the warm-up left in the allocator);
+    "process peak" is that subprocess's ru_maxrss (load + warm-up + phase). On cuda also
+    `torch.cuda.max_memory_allocated` over the timed phase;
+  * transformer_lens's own `attribution_patch` (edge granularity, per example) on `--tl-pairs` pairs:
+    seconds per pair vs our batched EAP seconds per pair, and max |TL - ours| / max |ours| over the
+    [n_writers, n_readers] score matrix (TL's per-position edges summed over positions);
+  * with `--malloc-compare`, EAP-IG again under glibc malloc tuning (no mmap/trim churn): speed-up and
+    whether the scores are bit-identical;
+  * with `--compare-cpu` (and `--device cuda`), EAP-IG on the CPU too, same batches.
+
+Read the table as: quantity | value | target | met?. Ratios above 1 are "ours slower" for the floor
+row and "ours faster" for the transformer_lens row. Timings on a shared 2-core machine are noisy: check
+`uptime` first. Examples::
+
+    python benchmarks/bench_attribution.py                       # SmolLM2, CPU, everything but malloc
+    python benchmarks/bench_attribution.py --malloc-compare --json /tmp/bench.json
+    python benchmarks/bench_attribution.py --model random-gpt2-medium --device cuda --compare-cpu \\
+        --skip-tl --skip-floor
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LRE_DIR = Path(__file__).resolve().parents[2] / "shared" / "lre"
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "1000000000",
+    "MALLOC_TRIM_THRESHOLD_": "1000000000",
+    "MALLOC_TOP_PAD_": "536870912",
+}
+FLOOR_TARGET = 2.0
+TL_SPEEDUP_TARGET = 20.0
+TL_AGREEMENT_TARGET = 1e-4
+
+
+# ---------------------------------------------------------------- shared set-up (worker side)
+
+
+def _default_corpus() -> Path:
+    from atlas.core.corpus import bundled_corpus_path
+
+    return LRE_DIR if LRE_DIR.is_dir() else bundled_corpus_path()
+
+
+def build_pairs(model: Any, corpus: Path, relations: list[str], n_facts: int) -> tuple[list[Any], dict]:
+    """The first pairs of each relation, `n_facts` in all split evenly; short relations are topped up
+    from the others named, then from the rest of the corpus. Returns pairs and {relation: count}."""
+    from atlas.core.corpus import load_corpus
+    from atlas.core.pairs import make_pairs, tokenize_facts
+
+    every = load_corpus(corpus)
+    missing = [name for name in relations if name not in every]
+    if missing:
+        raise SystemExit(f"relations not in {corpus}: {', '.join(missing)}")
+    order = relations + sorted(set(every) - set(relations))
+    pools: dict[str, list[Any]] = {}
+    for name in order:
+        relation = every[name]
+        tokenized = tokenize_facts(
+            relation, relation.facts, model.encode, model.encode_continuation, None
+        )
+        pools[name] = make_pairs(tokenized, tokenized, seed=0).pairs
+    quota = {name: n_facts // len(relations) + (i < n_facts % len(relations)) for i, name in enumerate(relations)}
+    taken = {name: min(quota[name], len(pools[name])) for name in relations}
+    for name in order:  # top up
+        short = n_facts - sum(taken.values())
+        if short <= 0:
+            break
+        extra = min(short, len(pools[name]) - taken.get(name, 0))
+        if extra > 0:
+            taken[name] = taken.get(name, 0) + extra
+    pairs = [pair for name in order for pair in pools[name][: taken.get(name, 0)]]
+    return pairs, {name: count for name, count in taken.items() if count}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _status_kb(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else -1
+
+
+def _reset_peak(device: torch.device) -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) and CUDA's peak; False if VmHWM cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _floor_pass(model: Any, batch: Any, passes: int) -> None:
+    """`passes` forward+backward passes of the bare HF model, gradient to the input embeddings."""
+    from atlas.core.metrics import object_logprob
+
+    embed = model.hf_model.get_input_embeddings()
+    with torch.no_grad():
+        inputs = embed(batch.clean)
+    for _ in range(passes):
+        leaf = inputs.detach().requires_grad_(True)
+        logits = model.hf_model(inputs_embeds=leaf, use_cache=False).logits
+        (grad,) = torch.autograd.grad(object_logprob(logits, batch).sum(), leaf)
+        del grad, logits
+
+
+def run_worker(args: argparse.Namespace) -> dict[str, Any]:
+    from atlas.core.attribution import edge_scores
+    from atlas.core.metrics import object_logprob
+    from atlas.core.models import load_model
+    from atlas.core.pairs import make_batches
+
+    phase = args.worker
+    clock = time.perf_counter()
+    model = load_model(args.model, device=args.device)
+    device = model.device
+    load_seconds = time.perf_counter() - clock
+    corpus = Path(args.corpus) if args.corpus else _default_corpus()
+    pairs, composition = build_pairs(model, corpus, args.relations.split(","), args.facts)
+    pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
+    batches = [batch.to(device) for batch in make_batches(pairs, args.batch_size, pad)]
+    out: dict[str, Any] = {
+        "phase": phase,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
+        "facts": len(pairs),
+        "composition": composition,
+        "batch_shapes": [list(batch.clean.shape) for batch in batches],
+        "rss_after_load_kb": _status_kb("VmRSS"),
+    }
+    if phase == "tl":
+        out.update(_tl_compare(model, pairs, pad, args.tl_pairs))
+        return out
+
+    if phase == "floor":
+
+        def work(chosen: list[Any]) -> torch.Tensor | None:
+            for batch in chosen:
+                _floor_pass(model, batch, args.steps + 1)
+            return None
+    else:
+        method = "eap" if phase == "eap" else "eap-ig"
+
+        def work(chosen: list[Any]) -> torch.Tensor | None:
+            return edge_scores(model, chosen, object_logprob, method=method, steps=args.steps)
+
+    work(batches[:1])  # warm-up
+    _sync(device)
+    out["rss_phase_start_kb"] = _status_kb("VmRSS")
+    out["peak_reset"] = _reset_peak(device)
+    clock = time.perf_counter()
+    scores = work(batches)
+    _sync(device)
+    seconds = time.perf_counter() - clock
+    out["seconds"] = seconds
+    out["facts_per_s"] = len(pairs) / seconds
+    out["peak_rss_phase_kb"] = _status_kb("VmHWM")
+    out["ru_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    if scores is not None and args.scores_out:
+        torch.save(scores.detach().cpu(), args.scores_out)
+        out["scores"] = args.scores_out
+    return out
+
+
+def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[str, Any]:
+    """transformer_lens's attribution_patch on the first `n_pairs` pairs, and ours on the same pairs."""
+    from transformer_lens.tools.analysis.attribution_patching import (
+        EdgeAttributionConfig,
+        attribution_patch,
+    )
+
+    from atlas.core.attribution import edge_scores, graph_of
+    from atlas.core.metrics import object_logprob
+    from atlas.core.pairs import make_batches
+
+    graph = graph_of(model)
+    device = model.device
+    chosen = pairs[:n_pairs]
+    ours_batch = make_batches(chosen, len(chosen), pad)
+    edge_scores(model, ours_batch, object_logprob, method="eap")  # warm-up
+    _sync(device)
+    clock = time.perf_counter()
+    ours = edge_scores(model, ours_batch, object_logprob, method="eap").cpu()
+    _sync(device)
+    ours_seconds = time.perf_counter() - clock
+
+    def writer_index(node: Any) -> int:
+        if node.kind == "embed":
+            return 0
+        if node.kind == "attn_head_out":
+            return graph.head_writer(node.layer, node.head)
+        if node.kind == "mlp_out":
+            return graph.mlp_writer(node.layer)
+        raise ValueError(f"unexpected writer kind {node.kind}")
+
+    def reader_index(node: Any) -> int:
+        if node.kind in ("q_input", "k_input", "v_input"):
+            return graph.qkv_reader(node.layer, "qkv".index(node.kind[0]), node.head)
+        if node.kind == "mlp_in":
+            return graph.mlp_reader(node.layer)
+        if node.kind == "logits":
+            return graph.logits_reader
+        raise ValueError(f"unexpected reader kind {node.kind}")
+
+    theirs = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.float64)
+    covered = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
+    per_pair: list[float] = []
+    config = EdgeAttributionConfig(granularity="edge")
+    for p in model.hf_model.parameters():
+        p.requires_grad_(True)
+    try:
+        for pair in chosen:
+            single = make_batches([pair], 1, pad)[0].to(device)
+
+            def metric_fn(logits: torch.Tensor, single: Any = single) -> torch.Tensor:
+                return object_logprob(logits[None] if logits.dim() == 2 else logits, single).sum()
+
+            clock = time.perf_counter()
+            # TL takes gradients on its "corrupt" run: give it our clean run there.
+            result = attribution_patch(model.bridge, single.corrupt, single.clean, metric_fn, config)
+            _sync(device)
+            per_pair.append(time.perf_counter() - clock)
+            for (writer, reader), score in result.edge_scores.items():
+                w, r = writer_index(writer), reader_index(reader)
+                theirs[w, r] += score
+                covered[w, r] = True
+    finally:
+        for p in model.hf_model.parameters():
+            p.requires_grad_(False)
+    theirs /= len(chosen)
+    ours64 = ours.double()
+    scale = float(ours64.abs().max())
+    return {
+        "tl_pairs": len(chosen),
+        "tl_seconds_per_pair": per_pair,
+        "ours_eap_seconds_same_pairs": ours_seconds,
+        "tl_max_abs_diff": float((theirs - ours64).abs().max()),
+        "tl_max_rel_diff": float((theirs - ours64).abs().max()) / scale if scale else float("nan"),
+        "tl_edge_sets_equal": bool(torch.equal(covered, graph.valid_edges)),
+        "tl_edges": int(covered.sum()),
+        "our_edges": graph.n_edges,
+    }
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def _spawn(args: argparse.Namespace, phase: str, tmp: Path, device: str, env_extra: dict | None = None) -> dict:
+    tag = f"{phase}-{device}" + ("-malloc" if env_extra else "")
+    result, scores = tmp / f"{tag}.json", tmp / f"{tag}.pt"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        phase,
+        "--worker-result",
+        str(result),
+        "--scores-out",
+        str(scores),
+        "--model",
+        args.model,
+        "--device",
+        device,
+        "--facts",
+        str(args.facts),
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--relations",
+        args.relations,
+        "--tl-pairs",
+        str(args.tl_pairs),
+    ]
+    if args.corpus:
+        command += ["--corpus", args.corpus]
+    env = {**os.environ, **(env_extra or {})}
+    print(f"[bench] {tag} ...", file=sys.stderr, flush=True)
+    clock = time.perf_counter()
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0 or not result.exists():
+        sys.stderr.write(done.stdout[-4000:])
+        raise SystemExit(f"worker {tag} failed with exit status {done.returncode}")
+    out = json.loads(result.read_text())
+    print(f"[bench] {tag} done in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def _mib(kb: float) -> str:
+    return f"{kb / 1024:.0f} MiB"
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if not k.startswith("worker")}}
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-") as name:
+        tmp = Path(name)
+        eap = _spawn(args, "eap", tmp, args.device)
+        ig = _spawn(args, "eap-ig", tmp, args.device)
+        results.update(eap=eap, eap_ig=ig)
+        floor = None if args.skip_floor else _spawn(args, "floor", tmp, args.device)
+        tl = None if args.skip_tl else _spawn(args, "tl", tmp, args.device)
+        malloc = _spawn(args, "eap-ig", tmp, args.device, MALLOC_ENV) if args.malloc_compare else None
+        cpu = _spawn(args, "eap-ig", tmp, "cpu") if args.compare_cpu and args.device != "cpu" else None
+        if malloc is not None:
+            malloc["bit_identical"] = bool(torch.equal(torch.load(ig["scores"]), torch.load(malloc["scores"])))
+        if cpu is not None:
+            a, b = torch.load(ig["scores"]).double(), torch.load(cpu["scores"]).double()
+            cpu["max_rel_diff_vs_device"] = float((a - b).abs().max() / b.abs().max())
+        results.update(floor=floor, tl=tl, malloc=malloc, cpu=cpu)
+
+    dev = ig["device"]
+    rows.append(("model / device / torch threads", f"{args.model} / {dev} / {ig['torch_threads']}", "", ""))
+    rows.append(("facts (per relation)", f"{ig['facts']} {ig['composition']}", "", ""))
+    rows.append(("batches [batch, pos]", " ".join(f"{b}x{p}" for b, p in ig["batch_shapes"]), "", ""))
+    rows.append(("model load s (worker)", f"{ig['load_seconds']:.1f}", "", ""))
+    rows.append(("EAP s / facts/s", f"{eap['seconds']:.2f} / {eap['facts_per_s']:.1f}", "", ""))
+    rows.append((f"EAP-IG (m={args.steps}) s / facts/s", f"{ig['seconds']:.2f} / {ig['facts_per_s']:.1f}", "", ""))
+    if floor is not None:
+        ratio = ig["seconds"] / floor["seconds"]
+        rows.append((f"floor: {args.steps + 1} bare fwd+bwd s", f"{floor['seconds']:.2f}", "", ""))
+        rows.append(("EAP-IG / floor", f"{ratio:.2f}x", f"<= {FLOOR_TARGET:.0f}x", _yes(ratio <= FLOOR_TARGET)))
+        results["eap_ig_over_floor"] = ratio
+    rows.append(("RSS after model load", _mib(ig["rss_after_load_kb"]), "", ""))
+    for label, phase in (("EAP", eap), ("EAP-IG", ig), ("floor", floor)):
+        if phase is None:
+            continue
+        how = "VmHWM reset after warm-up" if phase["peak_reset"] else "not resettable: process peak"
+        rows.append((f"peak RSS, {label} phase ({how})", _mib(phase["peak_rss_phase_kb"]), "", ""))
+        rows.append((f"process peak ru_maxrss, {label} worker", _mib(phase["ru_maxrss_kb"]), "", ""))
+        if "cuda_max_allocated_bytes" in phase:
+            cuda_mib = phase["cuda_max_allocated_bytes"] / 2**20
+            rows.append((f"cuda max allocated, {label} phase", f"{cuda_mib:.0f} MiB", "", ""))
+    if tl is not None:
+        tl_per_pair = sum(tl["tl_seconds_per_pair"]) / tl["tl_pairs"]
+        ours_per_pair = eap["seconds"] / eap["facts"]
+        speedup = tl_per_pair / ours_per_pair
+        results["tl_speedup"] = speedup
+        rows.append((f"TL attribution_patch s/pair ({tl['tl_pairs']} pairs)", f"{tl_per_pair:.2f}", "", ""))
+        rows.append(("our EAP s/pair (batched run above)", f"{ours_per_pair:.3f}", "", ""))
+        rows.append(
+            ("speed-up vs TL", f"{speedup:.0f}x", f">= {TL_SPEEDUP_TARGET:.0f}x", _yes(speedup >= TL_SPEEDUP_TARGET))
+        )
+        rows.append(
+            (
+                "TL vs ours: max|diff| / max|ours|",
+                f"{tl['tl_max_rel_diff']:.1e} (abs {tl['tl_max_abs_diff']:.1e})",
+                f"<= {TL_AGREEMENT_TARGET:.0e}",
+                _yes(tl["tl_max_rel_diff"] <= TL_AGREEMENT_TARGET),
+            )
+        )
+        rows.append(
+            (
+                "TL edge set == our valid edges",
+                f"{tl['tl_edges']} vs {tl['our_edges']}",
+                "equal",
+                _yes(tl["tl_edge_sets_equal"]),
+            )
+        )
+    if malloc is not None:
+        gain = ig["seconds"] / malloc["seconds"]
+        rows.append(("EAP-IG s with malloc tuning", f"{malloc['seconds']:.2f} ({gain:.2f}x)", "", ""))
+        rows.append(("peak RSS, EAP-IG with malloc tuning", _mib(malloc["peak_rss_phase_kb"]), "", ""))
+        rows.append(("malloc-tuned scores bit-identical", str(malloc["bit_identical"]), "True", _yes(malloc["bit_identical"])))
+    if cpu is not None:
+        rows.append(
+            (f"EAP-IG on cpu ({cpu['torch_threads']} threads) s / facts/s", f"{cpu['seconds']:.2f} / {cpu['facts_per_s']:.1f}", "", "")
+        )
+        rows.append((f"EAP-IG {dev} speed-up over cpu", f"{cpu['seconds'] / ig['seconds']:.1f}x", "", ""))
+        rows.append(("cpu vs device scores: max|diff| / max|cpu|", f"{cpu['max_rel_diff_vs_device']:.1e}", "", ""))
+        rows.append(("peak RSS, EAP-IG on cpu", _mib(cpu["peak_rss_phase_kb"]), "", ""))
+
+    print("| quantity | value | target | met? |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--facts", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5, help="EAP-IG steps m")
+    parser.add_argument("--relations", default="country_capital_city,country_language")
+    parser.add_argument("--corpus", default="", help=f"relation folder (default {LRE_DIR} if present, else bundled)")
+    parser.add_argument("--tl-pairs", type=int, default=2)
+    parser.add_argument("--skip-tl", action="store_true", help="skip the transformer_lens comparison")
+    parser.add_argument("--skip-floor", action="store_true", help="skip the bare-model floor")
+    parser.add_argument("--malloc-compare", action="store_true", help="rerun EAP-IG under glibc malloc tuning")
+    parser.add_argument("--compare-cpu", action="store_true", help="with --device cuda, also run EAP-IG on cpu")
+    parser.add_argument("--json", default="", help="write the numbers here")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-result", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--scores-out", default="", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        out = run_worker(args)
+        Path(args.worker_result).write_text(json.dumps(out))
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()
