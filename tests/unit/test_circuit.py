@@ -1,0 +1,95 @@
+import torch
+
+from atlas.core.attribution import edge_scores, graph_of, writer_activations
+from atlas.core.circuit import node_circuit, prune, random_circuit, random_node_circuit, top_n, top_n_nodes
+from atlas.core.graph import Graph
+from atlas.core.intervention import circuit_logits, node_patched_logits
+from atlas.core.metrics import object_logprob
+from tests.conftest import batches_for
+
+
+def test_pruning_drops_edges_off_every_input_to_logits_path() -> None:
+    graph = Graph(2, 2)
+    edges = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
+    path = [(0, graph.qkv_reader(0, 0, 1)), (graph.head_writer(0, 1), graph.logits_reader)]
+    dangling_in = (0, graph.mlp_reader(0))  # m0 reads input but feeds nothing
+    dangling_out = (graph.head_writer(1, 0), graph.logits_reader)  # a1.h0 is fed by nothing
+    for w, r in [*path, dangling_in, dangling_out]:
+        edges[w, r] = True
+    kept = prune(graph, edges)
+    assert sorted(map(tuple, kept.nonzero().tolist())) == sorted(path)
+
+
+def test_top_n_keeps_at_most_n_connected_edges(tiny_llama, relations) -> None:
+    graph = graph_of(tiny_llama)
+    scores = edge_scores(
+        tiny_llama, batches_for(tiny_llama, relations["country_capital_city"], 2), object_logprob
+    )
+    circuit = top_n(graph, scores, 40)
+    assert 0 < circuit.n_edges <= 40
+    assert torch.equal(prune(graph, circuit.edges), circuit.edges)
+    kept = scores.abs()[circuit.edges]
+    assert kept.min() >= scores.abs()[graph.valid_edges].topk(40).values.min()
+    assert circuit.nodes[0] == "input" and circuit.nodes[-1] == "logits"
+
+
+def test_random_circuits_are_connected_and_as_large_as_asked() -> None:
+    graph = Graph(4, 3)
+    for seed in range(5):
+        circuit = random_circuit(graph, 30, seed=seed)
+        assert 30 <= circuit.n_edges < 30 + 2 * graph.n_layers + 2
+        assert torch.equal(prune(graph, circuit.edges), circuit.edges)
+    assert not torch.equal(random_circuit(graph, 30, seed=0).edges, random_circuit(graph, 30, seed=1).edges)
+
+
+def test_the_full_circuit_is_the_model_and_the_empty_one_the_corrupt_run(tiny_gpt2, relations) -> None:
+    batch = batches_for(tiny_gpt2, relations["country_capital_city"], 4)[0]
+    graph = graph_of(tiny_gpt2)
+    corrupt = writer_activations(tiny_gpt2, graph, batch.corrupt)
+    with torch.no_grad():
+        clean_logits, corrupt_logits = tiny_gpt2.bridge(batch.clean), tiny_gpt2.bridge(batch.corrupt)
+    everything = graph.valid_edges.clone()
+    torch.testing.assert_close(
+        circuit_logits(tiny_gpt2, graph, batch.clean, corrupt, everything), clean_logits
+    )
+    torch.testing.assert_close(
+        circuit_logits(tiny_gpt2, graph, batch.clean, corrupt, ~everything), corrupt_logits
+    )
+    all_nodes = torch.ones(graph.n_writers, dtype=torch.bool)
+    torch.testing.assert_close(
+        node_patched_logits(tiny_gpt2, graph, batch.clean, corrupt, all_nodes), clean_logits
+    )
+
+
+def test_node_patching_matches_edge_patching_of_the_nodes_outputs(tiny_llama, relations) -> None:
+    """Removing a node's every outgoing edge is the same as patching its output (additive residual)."""
+    batch = batches_for(tiny_llama, relations["country_capital_city"], 3)[0]
+    graph = graph_of(tiny_llama)
+    corrupt = writer_activations(tiny_llama, graph, batch.corrupt)
+    kept = torch.ones(graph.n_writers, dtype=torch.bool)
+    kept[[graph.head_writer(0, 2), graph.mlp_writer(1)]] = False
+    edges = graph.valid_edges & kept[:, None]
+    torch.testing.assert_close(
+        node_patched_logits(tiny_llama, graph, batch.clean, corrupt, kept),
+        circuit_logits(tiny_llama, graph, batch.clean, corrupt, edges),
+        atol=1e-5,
+        rtol=1e-5,
+    )
+
+
+def test_node_circuits_keep_the_chosen_nodes(tiny_llama, relations) -> None:
+    graph = graph_of(tiny_llama)
+    scores = edge_scores(
+        tiny_llama,
+        batches_for(tiny_llama, relations["country_capital_city"], 2),
+        object_logprob,
+        level="node",
+    )
+    assert scores.shape == (graph.n_writers,) and scores[0] == 0
+    circuit = top_n_nodes(graph, scores, 5)
+    assert circuit.level == "node"
+    assert int(circuit.kept_writers[1:].sum()) == 5
+    best = scores.abs()[1:].topk(5).indices + 1
+    assert circuit.kept_writers[best].all()
+    assert int(random_node_circuit(graph, 5).kept_writers[1:].sum()) == 5
+    assert node_circuit(graph, torch.zeros(graph.n_writers, dtype=torch.bool)).nodes == ["input", "logits"]

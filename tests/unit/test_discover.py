@@ -1,0 +1,65 @@
+import math
+
+import pytest
+
+from atlas.core.discover import DiscoveryError, DiscoveryParams, discover
+
+
+def test_discovery_on_a_tiny_model_reports_a_consistent_circuit(tiny_llama, relations) -> None:
+    params = DiscoveryParams(
+        method="eap-ig", ig_steps=2, top_n=30, max_facts=6, known_only=False, batch_size=4
+    )
+    result = discover(tiny_llama, relations["country_language"], params)
+    summary = result.summary()
+    for field in (
+        "model",
+        "relation",
+        "method",
+        "n_facts",
+        "n_nodes",
+        "n_edges",
+        "hit_at_10",
+        "faithfulness",
+        "seconds",
+    ):
+        assert field in summary
+    assert summary["n_edges"] == result.circuit.n_edges <= 30
+    assert summary["n_facts"] == result.counts.discovery == 6
+    assert result.counts.heldout >= 1
+    assert set(summary["hit_at_10"]) == {"original", "circuit", "random"}
+    assert result.random.n_edges >= result.circuit.n_edges
+    curve = result.curve
+    assert curve is not None and [p.percent for p in curve.points][-1] == 100
+    assert curve.points[-1].faithfulness == pytest.approx(1.0, abs=1e-4)  # the whole graph is the model
+    assert 0 < curve.area < 1.5
+    assert math.isfinite(summary["faithfulness"])
+
+
+def test_discovery_and_heldout_facts_are_disjoint_and_seeded(tiny_llama, relations) -> None:
+    params = DiscoveryParams(ig_steps=1, top_n=10, max_facts=4, known_only=False, curve=False)
+    first = discover(tiny_llama, relations["country_capital_city"], params)
+    again = discover(tiny_llama, relations["country_capital_city"], params)
+    assert first.circuit.edge_names() == again.circuit.edge_names()
+    assert first.discovery.n_facts == 4 and first.heldout is not None and first.heldout.n_facts == 4
+
+
+def test_a_relation_the_model_does_not_know_is_refused_with_counts(tiny_llama, relations) -> None:
+    with pytest.raises(
+        DiscoveryError, match=r"no fact of relation 'country_capital_city' survives filtering"
+    ):
+        discover(tiny_llama, relations["country_capital_city"], DiscoveryParams())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"method": "acdc"}, "method must be one of"),
+        ({"ig_steps": 0}, "ig-steps must be at least 1"),
+        ({"top_n": 0}, "top-n must be at least 1"),
+        ({"metric": "kl"}, "metric must be one of"),
+        ({"level": "head"}, "level must be one of"),
+    ],
+)
+def test_bad_parameters_are_named(change, message, tiny_llama, relations) -> None:
+    with pytest.raises(DiscoveryError, match=message):
+        discover(tiny_llama, relations["country_capital_city"], DiscoveryParams(**change))
