@@ -17,7 +17,7 @@ import click
 from atlas.core.attribution import ABLATIONS, LEVELS, METHODS
 from atlas.core.circuit import DEFAULT_TOP_N
 from atlas.core.corpus import CorpusError
-from atlas.core.discover import DiscoveryError, DiscoveryParams, DiscoveryResult
+from atlas.core.discover import DEFAULT_TOP_N_NODES, DiscoveryError, DiscoveryParams, DiscoveryResult
 from atlas.core.metrics import METRICS
 from atlas.core.models import ModelLoadError, known_model_names
 from atlas.core.pairs import PairingError
@@ -80,7 +80,12 @@ def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--ig-steps", type=int, default=5, show_default=True, help="EAP-IG interpolation steps."
         ),
         click.option("--metric", type=click.Choice(METRICS), default="logprob", show_default=True),
-        click.option("--top-n", type=int, default=DEFAULT_TOP_N, show_default=True, help="Edges kept."),
+        click.option(
+            "--top-n",
+            type=int,
+            default=None,
+            help=f"Edges kept [{DEFAULT_TOP_N}; {DEFAULT_TOP_N_NODES} nodes].",
+        ),
         click.option(
             "--threshold", type=float, default=None, help="Keep edges with |score| >= this instead."
         ),
@@ -162,11 +167,11 @@ def discover(
 @click.option("--model", "model_name", default="smollm2-135m", show_default=True)
 @click.option("--max-facts", type=int, default=16, show_default=True)
 @click.option("--method", type=click.Choice(METHODS), default="eap-ig", show_default=True)
-@click.option("--top-n", type=int, default=DEFAULT_TOP_N, show_default=True)
+@click.option("--top-n", type=int, default=None, help=f"Edges kept [{DEFAULT_TOP_N}].")
 @click.option("--relations", default=None, help="Comma-separated relation names [all bundled ones].")
 @click.option("--json", "as_json", is_flag=True)
 def demo(
-    model_name: str, max_facts: int, method: str, top_n: int, relations: str | None, as_json: bool
+    model_name: str, max_facts: int, method: str, top_n: int | None, relations: str | None, as_json: bool
 ) -> None:
     """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads."""
     from atlas.jobs import load_relations, pick_relation, run_discovery

@@ -45,7 +45,7 @@ class DiscoveryParams:
     method: Method = "eap-ig"
     ig_steps: int = 5
     metric: str = "logprob"
-    top_n: int | None = DEFAULT_TOP_N
+    top_n: int | None = None  # None: DEFAULT_TOP_N edges, or DEFAULT_TOP_N_NODES nodes at node level
     threshold: float | None = None  # used instead of top_n when given
     max_facts: int = 32
     heldout_fraction: float = 0.5  # of the known, paired facts, kept back for evaluation
@@ -157,6 +157,8 @@ def discover(
             f"model {model.name!r} normalizes per-head outputs before the residual add, so edge circuits "
             "are not sound for it; use node level (--level node)"
         )
+    if level == "node" and params.threshold is not None:
+        raise DiscoveryError("a score threshold selects edges; node-level circuits take --top-n")
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     tokenized = tokenize_facts(
