@@ -199,9 +199,13 @@ def demo(
         click.echo(json.dumps(_finite({"circuits": summaries, "recurring": recurring})))
         return
     click.echo("\n" + table(summaries))
-    click.echo("\nComponents in the circuits of several relations:")
-    for component, shared_by in recurring[:20]:
-        click.echo(f"  {component:<8} {len(shared_by):>2}  {', '.join(shared_by)}")
+    click.echo(f"\nComponents in the circuits of several relations (of {len(results)}):")
+    heads = [(name, shared) for name, shared in recurring if name.startswith("a")]
+    mlps = [(name, shared) for name, shared in recurring if name.startswith("m")]
+    for component, shared_by in heads[:15]:
+        names = "all" if len(shared_by) == len(results) else ", ".join(shared_by)
+        click.echo(f"  {component:<8} {len(shared_by):>2}  {names}")
+    click.echo("  MLPs: " + ", ".join(f"{name} ({len(shared)})" for name, shared in mlps))
 
 
 @main.command("models")

@@ -116,9 +116,12 @@ def test_demo_summarizes_relations_and_recurring_heads() -> None:
     result = atlas("demo", "--relations", "country_capital_city,country_language", "--max-facts", "6")
     assert result.returncode == 0, result.stderr
     assert "country_capital_city" in result.stdout and "country_language" in result.stdout
-    assert "Components in the circuits of several relations" in result.stdout
-    shared = result.stdout.split("several relations:")[1].strip().splitlines()
-    assert shared and all(" 2 " in line for line in shared)
+    assert "Components in the circuits of several relations (of 2):" in result.stdout
+    *heads, mlps = result.stdout.split("(of 2):")[1].strip().splitlines()
+    assert heads and all(
+        line.split()[0].startswith("a") and line.split()[1:] == ["2", "all"] for line in heads
+    )
+    assert mlps.strip().startswith("MLPs: m0 (2)")
 
 
 @pytest.mark.slow
