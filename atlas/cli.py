@@ -203,8 +203,8 @@ def demo(
     heads = [(name, shared) for name, shared in recurring if name.startswith("a")]
     mlps = [(name, shared) for name, shared in recurring if name.startswith("m")]
     for component, shared_by in heads[:15]:
-        names = "all" if len(shared_by) == len(results) else ", ".join(shared_by)
-        click.echo(f"  {component:<8} {len(shared_by):>2}  {names}")
+        listed = "all" if len(shared_by) == len(results) else ", ".join(shared_by)
+        click.echo(f"  {component:<8} {len(shared_by):>2}  {listed}")
     click.echo("  MLPs: " + ", ".join(f"{name} ({len(shared)})" for name, shared in mlps))
 
 
@@ -265,8 +265,8 @@ def table(summaries: list[dict[str, Any]]) -> str:
 def _counts_line(summary: dict[str, Any]) -> str:
     f = summary["facts"]
     line = (
-        f"facts: {f['total']} in relation, {f['known']} known to the model (Hit@10), "
-        f"{f['unpaired']} without a same-length partner; "
+        f"facts: {f['total']} in relation, {f['unpaired']} without a same-length partner; "
+        f"{f['known']} of {f['checked']} checked known to the model (Hit@10); "
         f"{f['discovery']} for discovery, {f['heldout']} held out"
     )
     held = summary["heldout"]

@@ -4,12 +4,15 @@ Measures, for one model and `--facts` clean/corrupt pairs (split evenly over `--
 taken whether or not the model knows the fact), after one warm-up batch:
 
   * EAP and EAP-IG (`--steps` m) wall seconds and facts/s (`atlas.core.attribution.edge_scores`);
-  * the floor: m+1 plain forward+backward passes of the bare HF model on the same batches (weights frozen,
-    gradient to `inputs_embeds`, metric = summed object log-prob), and the EAP-IG / floor ratio;
+  * the floor: m+1 plain forward+backward passes of a freshly loaded plain HF model with the same weights
+    on the same batches (weights frozen, gradient to `inputs_embeds` only, metric = summed object
+    log-prob), and the EAP-IG / floor ratio. The same passes on `load_model(...).hf_model` are shown too:
+    TransformerBridge splices its components into that module, so it runs the bridge (hooks idle);
   * peak resident memory of each phase. Every phase runs in a fresh subprocess: "peak RSS (phase)" is
     VmHWM after resetting it (`/proc/self/clear_refs`) once the model is loaded and warmed up, so it covers
     the timed phase only (it includes the model weights and what the warm-up left in the allocator);
-    "process peak" is that subprocess's ru_maxrss (load + warm-up + phase). On cuda also
+    "process peak" is that subprocess's ru_maxrss read before the reset and after the phase (load +
+    warm-up + phase). On cuda also
     `torch.cuda.max_memory_allocated` over the timed phase;
   * transformer_lens's own `attribution_patch` (edge granularity, per example) on `--tl-pairs` pairs:
     seconds per pair vs our batched EAP seconds per pair, and max |TL - ours| / max |ours| over the
@@ -31,6 +34,7 @@ row and "ours faster" for the transformer_lens row. Timings on a shared 2-core m
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -78,11 +82,11 @@ def build_pairs(model: Any, corpus: Path, relations: list[str], n_facts: int) ->
     pools: dict[str, list[Any]] = {}
     for name in order:
         relation = every[name]
-        tokenized = tokenize_facts(
-            relation, relation.facts, model.encode, model.encode_continuation, None
-        )
+        tokenized = tokenize_facts(relation, relation.facts, model.encode, model.encode_continuation, None)
         pools[name] = make_pairs(tokenized, tokenized, seed=0).pairs
-    quota = {name: n_facts // len(relations) + (i < n_facts % len(relations)) for i, name in enumerate(relations)}
+    quota = {
+        name: n_facts // len(relations) + (i < n_facts % len(relations)) for i, name in enumerate(relations)
+    }
     taken = {name: min(quota[name], len(pools[name])) for name in relations}
     for name in order:  # top up
         short = n_facts - sum(taken.values())
@@ -117,18 +121,38 @@ def _reset_peak(device: torch.device) -> bool:
     return True
 
 
-def _floor_pass(model: Any, batch: Any, passes: int) -> None:
-    """`passes` forward+backward passes of the bare HF model, gradient to the input embeddings."""
+def _floor_pass(hf_model: Any, batch: Any, passes: int) -> None:
+    """`passes` forward+backward passes of an HF model, gradient to the input embeddings only."""
     from atlas.core.metrics import object_logprob
 
-    embed = model.hf_model.get_input_embeddings()
+    embed = hf_model.get_input_embeddings()
     with torch.no_grad():
         inputs = embed(batch.clean)
     for _ in range(passes):
         leaf = inputs.detach().requires_grad_(True)
-        logits = model.hf_model(inputs_embeds=leaf, use_cache=False).logits
+        logits = hf_model(inputs_embeds=leaf, use_cache=False).logits
         (grad,) = torch.autograd.grad(object_logprob(logits, batch).sum(), leaf)
         del grad, logits
+
+
+def pristine_hf_model(name: str, device: torch.device) -> Any:
+    """The same weights atlas loads (dequantized, K/V-expanded), as a plain HF model: `load_model`'s
+    `hf_model` has TransformerBridge components spliced into it, so it is no floor."""
+    from atlas.config import get_settings
+    from atlas.core.models import OFFLINE_MODELS, _load_hub_model
+    from atlas.core.offline_weights import expand_grouped_kv
+    from atlas.core.tiny import RANDOM_MODELS, random_model
+
+    if name in OFFLINE_MODELS:
+        hf_model, _ = OFFLINE_MODELS[name].load(get_settings().cache_dir)
+    elif name in RANDOM_MODELS:
+        hf_model = expand_grouped_kv(random_model(name)[0])
+    else:
+        hf_model, _ = _load_hub_model(name)
+    hf_model = hf_model.to(device).eval()
+    for parameter in hf_model.parameters():
+        parameter.requires_grad_(False)
+    return hf_model
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,6 +162,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     from atlas.core.pairs import make_batches
 
     phase = args.worker
+    if args.threads:
+        torch.set_num_threads(args.threads)
     clock = time.perf_counter()
     model = load_model(args.model, device=args.device)
     device = model.device
@@ -160,11 +186,20 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         out.update(_tl_compare(model, pairs, pad, args.tl_pairs))
         return out
 
-    if phase == "floor":
+    if phase in ("floor", "floor-bridge"):
+        if phase == "floor":  # drop the bridge and time a freshly loaded plain HF model instead
+            del model
+            gc.collect()
+            hf_model = pristine_hf_model(args.model, device)
+            out["rss_after_load_kb"] = _status_kb("VmRSS")
+        else:
+            hf_model = model.hf_model
+        out["attn_implementation"] = str(getattr(hf_model.config, "_attn_implementation", "?"))
+        out["hf_model_class"] = type(hf_model).__name__
 
         def work(chosen: list[Any]) -> torch.Tensor | None:
             for batch in chosen:
-                _floor_pass(model, batch, args.steps + 1)
+                _floor_pass(hf_model, batch, args.steps + 1)
             return None
     else:
         method = "eap" if phase == "eap" else "eap-ig"
@@ -175,6 +210,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     work(batches[:1])  # warm-up
     _sync(device)
     out["rss_phase_start_kb"] = _status_kb("VmRSS")
+    # Read before the reset: resetting VmHWM also resets what ru_maxrss reports for this process.
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["peak_reset"] = _reset_peak(device)
     clock = time.perf_counter()
     scores = work(batches)
@@ -183,7 +220,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     out["seconds"] = seconds
     out["facts_per_s"] = len(pairs) / seconds
     out["peak_rss_phase_kb"] = _status_kb("VmHWM")
-    out["ru_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["ru_maxrss_kb"] = max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if device.type == "cuda":
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
     if scores is not None and args.scores_out:
@@ -275,7 +312,9 @@ def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[st
 # ---------------------------------------------------------------- orchestration
 
 
-def _spawn(args: argparse.Namespace, phase: str, tmp: Path, device: str, env_extra: dict | None = None) -> dict:
+def _spawn(
+    args: argparse.Namespace, phase: str, tmp: Path, device: str, env_extra: dict | None = None
+) -> dict:
     tag = f"{phase}-{device}" + ("-malloc" if env_extra else "")
     result, scores = tmp / f"{tag}.json", tmp / f"{tag}.pt"
     command = [
@@ -304,6 +343,8 @@ def _spawn(args: argparse.Namespace, phase: str, tmp: Path, device: str, env_ext
     ]
     if args.corpus:
         command += ["--corpus", args.corpus]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     env = {**os.environ, **(env_extra or {})}
     print(f"[bench] {tag} ...", file=sys.stderr, flush=True)
     clock = time.perf_counter()
@@ -312,6 +353,7 @@ def _spawn(args: argparse.Namespace, phase: str, tmp: Path, device: str, env_ext
         sys.stderr.write(done.stdout[-4000:])
         raise SystemExit(f"worker {tag} failed with exit status {done.returncode}")
     out = json.loads(result.read_text())
+    out["loadavg_1min_after"] = os.getloadavg()[0]
     print(f"[bench] {tag} done in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
     return out
 
@@ -327,36 +369,69 @@ def _yes(ok: bool) -> str:
 def orchestrate(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {"args": {k: v for k, v in vars(args).items() if not k.startswith("worker")}}
     rows: list[tuple[str, str, str, str]] = []
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as name:
         tmp = Path(name)
         eap = _spawn(args, "eap", tmp, args.device)
         ig = _spawn(args, "eap-ig", tmp, args.device)
         results.update(eap=eap, eap_ig=ig)
         floor = None if args.skip_floor else _spawn(args, "floor", tmp, args.device)
+        floor_bridge = None if args.skip_floor else _spawn(args, "floor-bridge", tmp, args.device)
         tl = None if args.skip_tl else _spawn(args, "tl", tmp, args.device)
         malloc = _spawn(args, "eap-ig", tmp, args.device, MALLOC_ENV) if args.malloc_compare else None
         cpu = _spawn(args, "eap-ig", tmp, "cpu") if args.compare_cpu and args.device != "cpu" else None
         if malloc is not None:
-            malloc["bit_identical"] = bool(torch.equal(torch.load(ig["scores"]), torch.load(malloc["scores"])))
+            malloc["bit_identical"] = bool(
+                torch.equal(torch.load(ig["scores"]), torch.load(malloc["scores"]))
+            )
         if cpu is not None:
             a, b = torch.load(ig["scores"]).double(), torch.load(cpu["scores"]).double()
             cpu["max_rel_diff_vs_device"] = float((a - b).abs().max() / b.abs().max())
-        results.update(floor=floor, tl=tl, malloc=malloc, cpu=cpu)
+        results.update(floor=floor, floor_bridge=floor_bridge, tl=tl, malloc=malloc, cpu=cpu)
 
     dev = ig["device"]
+    loads = [
+        p["loadavg_1min_after"] for p in (eap, ig, floor, floor_bridge, tl, malloc, cpu) if p is not None
+    ]
+    results["loadavg_start"] = load_start
+    rows.append(
+        (
+            f"1-min load avg: start / after each worker ({os.cpu_count()} cpus)",
+            f"{load_start:.2f} / " + " ".join(f"{x:.2f}" for x in loads),
+            f"<= {(os.cpu_count() or 1) + 0.5} (else contended)",
+            _yes(max(loads) <= (os.cpu_count() or 1) + 0.5),
+        )
+    )
     rows.append(("model / device / torch threads", f"{args.model} / {dev} / {ig['torch_threads']}", "", ""))
     rows.append(("facts (per relation)", f"{ig['facts']} {ig['composition']}", "", ""))
     rows.append(("batches [batch, pos]", " ".join(f"{b}x{p}" for b, p in ig["batch_shapes"]), "", ""))
     rows.append(("model load s (worker)", f"{ig['load_seconds']:.1f}", "", ""))
     rows.append(("EAP s / facts/s", f"{eap['seconds']:.2f} / {eap['facts_per_s']:.1f}", "", ""))
-    rows.append((f"EAP-IG (m={args.steps}) s / facts/s", f"{ig['seconds']:.2f} / {ig['facts_per_s']:.1f}", "", ""))
-    if floor is not None:
+    rows.append(
+        (f"EAP-IG (m={args.steps}) s / facts/s", f"{ig['seconds']:.2f} / {ig['facts_per_s']:.1f}", "", "")
+    )
+    if floor is not None and floor_bridge is not None:
         ratio = ig["seconds"] / floor["seconds"]
-        rows.append((f"floor: {args.steps + 1} bare fwd+bwd s", f"{floor['seconds']:.2f}", "", ""))
-        rows.append(("EAP-IG / floor", f"{ratio:.2f}x", f"<= {FLOOR_TARGET:.0f}x", _yes(ratio <= FLOOR_TARGET)))
+        how = f"{floor['hf_model_class']}, attn {floor['attn_implementation']}"
+        rows.append(
+            (f"floor: {args.steps + 1} fwd+bwd of plain HF ({how}) s", f"{floor['seconds']:.2f}", "", "")
+        )
+        rows.append(
+            ("EAP-IG / floor", f"{ratio:.2f}x", f"<= {FLOOR_TARGET:.0f}x", _yes(ratio <= FLOOR_TARGET))
+        )
+        bridge_ratio = ig["seconds"] / floor_bridge["seconds"]
+        rows.append(
+            (
+                "same passes on bridge-wrapped model.hf_model s / EAP-IG ratio",
+                f"{floor_bridge['seconds']:.2f} / {bridge_ratio:.2f}x",
+                "",
+                "",
+            )
+        )
         results["eap_ig_over_floor"] = ratio
-    rows.append(("RSS after model load", _mib(ig["rss_after_load_kb"]), "", ""))
-    for label, phase in (("EAP", eap), ("EAP-IG", ig), ("floor", floor)):
+        results["eap_ig_over_floor_bridge"] = bridge_ratio
+    rows.append(("RSS after model load (EAP-IG worker)", _mib(ig["rss_after_load_kb"]), "", ""))
+    for label, phase in (("EAP", eap), ("EAP-IG", ig), ("floor", floor), ("bridge floor", floor_bridge)):
         if phase is None:
             continue
         how = "VmHWM reset after warm-up" if phase["peak_reset"] else "not resettable: process peak"
@@ -373,7 +448,12 @@ def orchestrate(args: argparse.Namespace) -> None:
         rows.append((f"TL attribution_patch s/pair ({tl['tl_pairs']} pairs)", f"{tl_per_pair:.2f}", "", ""))
         rows.append(("our EAP s/pair (batched run above)", f"{ours_per_pair:.3f}", "", ""))
         rows.append(
-            ("speed-up vs TL", f"{speedup:.0f}x", f">= {TL_SPEEDUP_TARGET:.0f}x", _yes(speedup >= TL_SPEEDUP_TARGET))
+            (
+                "speed-up vs TL",
+                f"{speedup:.0f}x",
+                f">= {TL_SPEEDUP_TARGET:.0f}x",
+                _yes(speedup >= TL_SPEEDUP_TARGET),
+            )
         )
         rows.append(
             (
@@ -395,13 +475,27 @@ def orchestrate(args: argparse.Namespace) -> None:
         gain = ig["seconds"] / malloc["seconds"]
         rows.append(("EAP-IG s with malloc tuning", f"{malloc['seconds']:.2f} ({gain:.2f}x)", "", ""))
         rows.append(("peak RSS, EAP-IG with malloc tuning", _mib(malloc["peak_rss_phase_kb"]), "", ""))
-        rows.append(("malloc-tuned scores bit-identical", str(malloc["bit_identical"]), "True", _yes(malloc["bit_identical"])))
+        rows.append(
+            (
+                "malloc-tuned scores bit-identical",
+                str(malloc["bit_identical"]),
+                "True",
+                _yes(malloc["bit_identical"]),
+            )
+        )
     if cpu is not None:
         rows.append(
-            (f"EAP-IG on cpu ({cpu['torch_threads']} threads) s / facts/s", f"{cpu['seconds']:.2f} / {cpu['facts_per_s']:.1f}", "", "")
+            (
+                f"EAP-IG on cpu ({cpu['torch_threads']} threads) s / facts/s",
+                f"{cpu['seconds']:.2f} / {cpu['facts_per_s']:.1f}",
+                "",
+                "",
+            )
         )
         rows.append((f"EAP-IG {dev} speed-up over cpu", f"{cpu['seconds'] / ig['seconds']:.1f}x", "", ""))
-        rows.append(("cpu vs device scores: max|diff| / max|cpu|", f"{cpu['max_rel_diff_vs_device']:.1e}", "", ""))
+        rows.append(
+            ("cpu vs device scores: max|diff| / max|cpu|", f"{cpu['max_rel_diff_vs_device']:.1e}", "", "")
+        )
         rows.append(("peak RSS, EAP-IG on cpu", _mib(cpu["peak_rss_phase_kb"]), "", ""))
 
     print("| quantity | value | target | met? |")
@@ -420,12 +514,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5, help="EAP-IG steps m")
     parser.add_argument("--relations", default="country_capital_city,country_language")
-    parser.add_argument("--corpus", default="", help=f"relation folder (default {LRE_DIR} if present, else bundled)")
+    parser.add_argument(
+        "--corpus", default="", help=f"relation folder (default {LRE_DIR} if present, else bundled)"
+    )
     parser.add_argument("--tl-pairs", type=int, default=2)
     parser.add_argument("--skip-tl", action="store_true", help="skip the transformer_lens comparison")
-    parser.add_argument("--skip-floor", action="store_true", help="skip the bare-model floor")
-    parser.add_argument("--malloc-compare", action="store_true", help="rerun EAP-IG under glibc malloc tuning")
-    parser.add_argument("--compare-cpu", action="store_true", help="with --device cuda, also run EAP-IG on cpu")
+    parser.add_argument(
+        "--skip-floor", action="store_true", help="skip both floors (plain HF, bridge-wrapped)"
+    )
+    parser.add_argument(
+        "--malloc-compare", action="store_true", help="rerun EAP-IG under glibc malloc tuning"
+    )
+    parser.add_argument(
+        "--compare-cpu", action="store_true", help="with --device cuda, also run EAP-IG on cpu"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", default="", help="write the numbers here")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--worker-result", default="", help=argparse.SUPPRESS)

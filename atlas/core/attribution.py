@@ -128,8 +128,9 @@ def _batch_scores(
         with torch.enable_grad():
             logits = model.bridge.run_with_hooks(batch.clean, fwd_hooks=hooks, return_type="logits")
             metric(logits, batch).sum().backward()
-    ablated = ablated_activations(model, graph, batch, ablation, clean)
-    delta = (ablated - clean) * batch.position_mask()[None, :, :, None]
+    # In place: these buffers are the largest after the gradients.
+    delta = ablated_activations(model, graph, batch, ablation, clean).sub_(clean)
+    delta.mul_(batch.position_mask()[None, :, :, None])
     if level == "node":
         return (delta * grads).flatten(1).sum(1) / steps
     return (delta.flatten(1) @ grads.flatten(1).T) / steps

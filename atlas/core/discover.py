@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -83,8 +84,9 @@ class DiscoveryParams:
 @dataclass
 class FactCounts:
     total: int
-    known: int  # object in the model's top 10
-    unpaired: int  # known, but no same-length subject with another object
+    unpaired: int  # no same-length subject with another object: cannot be scored
+    checked: int  # paired facts run through the model (in seeded order, until enough are known)
+    known: int  # of those, with the object in the model's top 10
     discovery: int
     heldout: int
 
@@ -166,21 +168,19 @@ def discover(
     )
     pairing = make_pairs(tokenized, tokenized, seed=params.seed)
     pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
-    known_of = known_mask(model, make_batches(pairing.pairs, params.batch_size, pad))
-    known_pairs = [pair for pair in pairing.pairs if known_of[id(pair)] or not params.known_only]
-    # Unpaired facts are reported whether or not the model knows them: they could not be scored at all.
-    n_known_unpaired = len(pairing.unpaired)
+    kept, checked, known = _filter_known(model, pairing.pairs, params, pad)
     seconds["filter"] = time.perf_counter() - clock
-    if not known_pairs:
+    if not kept:
         raise DiscoveryError(
             f"no fact of relation {relation.name!r} survives filtering in {model.name!r}: "
             f"{len(relation.facts)} facts, {len(pairing.pairs)} paired, 0 with the object in the top 10"
         )
-    discovery_pairs, heldout_pairs = _split(known_pairs, params)
+    discovery_pairs, heldout_pairs = _split(kept, params)
     counts = FactCounts(
         total=len(relation.facts),
-        known=len(known_pairs),
-        unpaired=n_known_unpaired,
+        unpaired=len(pairing.unpaired),
+        checked=checked,
+        known=known,
         discovery=len(discovery_pairs),
         heldout=len(heldout_pairs),
     )
@@ -246,10 +246,31 @@ def discover(
     )
 
 
+def _filter_known(
+    model: LoadedModel, pairs: list[Pair], params: DiscoveryParams, pad: int
+) -> tuple[list[Pair], int, int]:
+    """Pairs to use (known ones, unless `known_only` is off), in seeded order, and how many were checked
+    and known. Stops once discovery and held-out sets can be filled: large relations need not all be run."""
+    order = list(pairs)
+    random.Random(params.seed).shuffle(order)
+    needed = math.ceil(params.max_facts / (1 - params.heldout_fraction))
+    kept: list[Pair] = []
+    checked = known = 0
+    for start in range(0, len(order), params.batch_size):
+        chunk = order[start : start + params.batch_size]
+        batch = make_batches(chunk, len(chunk), pad)[0]
+        hits = known_mask(model, batch)
+        checked += len(chunk)
+        known += sum(hits)
+        kept += [pair for pair, hit in zip(batch.pairs, hits, strict=True) if hit or not params.known_only]
+        if len(kept) >= needed:
+            break
+    return kept[:needed], checked, known
+
+
 def _split(pairs: list[Pair], params: DiscoveryParams) -> tuple[list[Pair], list[Pair]]:
-    """Seeded split of known facts into discovery and held-out sets, each capped at max_facts."""
+    """Split (already shuffled) facts into discovery and held-out sets, each capped at max_facts."""
     shuffled = list(pairs)
-    random.Random(params.seed).shuffle(shuffled)
     n_heldout = int(len(shuffled) * params.heldout_fraction)
     if len(shuffled) - n_heldout < 1:
         n_heldout = len(shuffled) - 1

@@ -68,14 +68,11 @@ def faithfulness(circuit: float, full: float, empty: float) -> float:
 
 
 @torch.no_grad()
-def known_mask(model: LoadedModel, batches: Sequence[Batch], k: int = 10) -> dict[int, bool]:
-    """Whether the model ranks each pair's object in its top k, keyed by `id(pair)`."""
-    known: dict[int, bool] = {}
-    for batch in batches:
-        logits = model.bridge(batch.clean.to(model.device), return_type="logits")
-        for pair, hit in zip(batch.pairs, hits_at_k(logits, batch.to(model.device), k).tolist(), strict=True):
-            known[id(pair)] = bool(hit)
-    return known
+def known_mask(model: LoadedModel, batch: Batch, k: int = 10) -> list[bool]:
+    """Whether the model ranks each pair's object in its top k, in `batch.pairs` order."""
+    batch = batch.to(model.device)
+    logits = model.bridge(batch.clean, return_type="logits")
+    return [bool(hit) for hit in hits_at_k(logits, batch, k).tolist()]
 
 
 @torch.no_grad()

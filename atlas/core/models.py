@@ -65,6 +65,8 @@ class LoadedModel:
     prepend_bos: bool
     edge_level: bool
     hf_model: nn.Module = field(repr=False)
+    # The HF model's own parameter names, taken before wrapping: the bridge renames and repeats them.
+    weights: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
     @property
     def n_layers(self) -> int:
@@ -94,7 +96,7 @@ class LoadedModel:
     def weights_sha256(self) -> str:
         """Hash of the weights actually loaded (after dequantization and K/V expansion)."""
         digest = hashlib.sha256()
-        for key, tensor in sorted(self.hf_model.state_dict().items()):
+        for key, tensor in sorted(self.weights.items()):
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
@@ -166,11 +168,12 @@ def wrap(
     hf_model.eval()
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
+    weights = dict(hf_model.state_dict())  # references, no copies
     bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer)
     bridge.set_use_attn_result(True)
     bridge.set_use_split_qkv_input(True)
     bridge.set_use_hook_mlp_in(True)
-    return LoadedModel(name, bridge, tokenizer, prepend_bos, edge_level, hf_model)
+    return LoadedModel(name, bridge, tokenizer, prepend_bos, edge_level, hf_model, weights)
 
 
 def _first_line(error: BaseException) -> str:

@@ -67,3 +67,11 @@ def test_atlas_device_selects_the_device(monkeypatch) -> None:
         assert load_model("tiny-gpt2").device.type == "cpu"
     finally:
         get_settings.cache_clear()
+
+
+def test_the_weights_hash_covers_the_hf_parameters_once(tiny_llama) -> None:
+    assert "model.layers.0.self_attn.q_proj.weight" in tiny_llama.weights
+    assert not any("_original_component" in key for key in tiny_llama.weights)
+    again = load_model("tiny-llama", device="cpu")
+    assert again.weights_sha256 == tiny_llama.weights_sha256
+    assert load_model("tiny-gpt2", device="cpu").weights_sha256 != tiny_llama.weights_sha256
