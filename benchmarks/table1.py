@@ -1,6 +1,7 @@
 """The paper's Table 1 for several LRE relations on one model: one `discover(...)` per relation.
 
-Columns: relation, category, facts known/total (object in the model's top 10, of all facts), discovery
+Columns: relation, category, facts known/checked/total (object in the model's top 10, of the facts checked
+in seeded order until discovery and held-out sets are full, of all facts), discovery
 facts (known and paired, capped at --max-facts), circuit edges and nodes, Hit@10 of the original model /
 the circuit / a random circuit of the same size on the discovery facts, faithfulness
 (m(circuit) - m(empty)) / (m(full) - m(empty)) of the summed object log-prob, Hit@10 of the circuit on
@@ -65,7 +66,7 @@ def main() -> None:
     header = [
         "relation",
         "category",
-        "known/total",
+        "known/checked/total",
         "disc. facts",
         "edges",
         "nodes",
@@ -98,7 +99,7 @@ def main() -> None:
             [
                 name,
                 relation.category,
-                f"{c.known}/{c.total}",
+                f"{c.known}/{c.checked}/{c.total}",
                 str(c.discovery),
                 str(result.circuit.n_edges),
                 str(result.circuit.n_nodes),
