@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections import Counter
@@ -21,8 +20,11 @@ from atlas.core.discover import DEFAULT_TOP_N_NODES, DiscoveryError, DiscoveryPa
 from atlas.core.metrics import METRICS
 from atlas.core.models import ModelLoadError, known_model_names
 from atlas.core.pairs import PairingError
+from atlas.db import CatalogueError
+from atlas.db.cli import register as register_catalogue_commands
+from atlas.json_safe import finite
 
-USER_ERRORS = (CorpusError, ModelLoadError, DiscoveryError, PairingError)
+USER_ERRORS = (CorpusError, ModelLoadError, DiscoveryError, PairingError, CatalogueError)
 
 
 def _quiet_libraries() -> None:
@@ -71,6 +73,9 @@ def fact_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 def main() -> None:
     """Circuit Atlas: find, evaluate and compare knowledge circuits in language models."""
     _quiet_libraries()
+
+
+register_catalogue_commands(main)
 
 
 def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,27 +145,66 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
 @click.option(
     "--save", type=click.Path(dir_okay=False), default=None, help="Write the circuit to a JSON file."
 )
+@click.option(
+    "--store/--no-store", default=True, show_default=True, help="Keep the circuit in the catalogue."
+)
 def discover(
-    model_name: str, relation: str, corpus: str | None, as_json: bool, save: str | None, **options: Any
+    model_name: str,
+    relation: str,
+    corpus: str | None,
+    as_json: bool,
+    save: str | None,
+    store: bool,
+    **options: Any,
 ) -> None:
-    """Find the knowledge circuit of one relation in one model."""
-    from atlas.jobs import load_relations, pick_relation, run_discovery
+    """Find the knowledge circuit of one relation in one model, and store it in the catalogue.
 
+    A run with the same parameters already in the catalogue is found, not redone."""
+    from atlas.jobs import discover_and_store, load_relations, pick_relation, run_discovery
+
+    circuit_id: int | None = None
     with user_errors():
         params = make_params(options)
         chosen = pick_relation(load_relations(corpus), relation, corpus)
         with fact_progress(chosen.name) as progress:
-            result = run_discovery(model_name, chosen, params, progress)
-    summary = result.summary()
+            if store:
+                stored = discover_and_store(model_name, chosen, params, progress)
+                result, circuit_id = stored.result, stored.circuit_id
+            else:
+                result = run_discovery(model_name, chosen, params, progress)
+        if result is None:
+            _show_stored(circuit_id, as_json, save)
+            return
+    summary = {**result.summary(), "circuit_id": circuit_id}
     if save:
         Path(save).write_text(json.dumps(circuit_document(result), indent=1))
     if as_json:
-        click.echo(json.dumps(_finite(summary)))
+        click.echo(json.dumps(finite(summary)))
     else:
+        if circuit_id is not None:
+            click.echo(f"stored as circuit {circuit_id}")
         click.echo(table([summary]))
         click.echo(_counts_line(summary))
         if save:
             click.echo(f"circuit written to {save}")
+
+
+def _show_stored(circuit_id: int | None, as_json: bool, save: str | None) -> None:
+    """Print (and save) a circuit found in the catalogue instead of recomputing it."""
+    from atlas.db.queries import circuit_detail
+    from atlas.jobs import catalogue_engine
+
+    assert circuit_id is not None
+    detail = finite({**circuit_detail(catalogue_engine(), circuit_id), "reused": True})
+    if save:
+        Path(save).write_text(json.dumps(detail, indent=1))
+    if as_json:
+        click.echo(json.dumps(detail))
+    else:
+        click.echo(
+            f"circuit {circuit_id}: this exact run is already in the catalogue "
+            f"(`atlas circuits show {circuit_id}` prints it; `--no-store` recomputes)"
+        )
 
 
 @main.command()
@@ -173,11 +217,13 @@ def discover(
 def demo(
     model_name: str, max_facts: int, method: str, top_n: int | None, relations: str | None, as_json: bool
 ) -> None:
-    """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads."""
-    from atlas.jobs import load_relations, pick_relation, run_discovery
+    """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads.
+    Each circuit is also stored in the catalogue (the embedded SQLite file by default)."""
+    from atlas.jobs import catalogue_engine, load_relations, pick_relation, run_discovery, store_result
 
     summaries, results = [], []
     with user_errors():
+        engine = catalogue_engine()
         params = DiscoveryParams(method=method, max_facts=max_facts, top_n=top_n, curve=False)  # type: ignore[arg-type]
         corpus = load_relations(None)
         names = relations.split(",") if relations else list(corpus)
@@ -188,15 +234,22 @@ def demo(
                 except DiscoveryError as error:
                     click.echo(f"skipped {relation.name}: {error}", err=True)
                     continue
+            try:
+                circuit_id = store_result(engine, model_name, relation, result)
+            except CatalogueError as error:  # e.g. another corpus's relation of that name is catalogued
+                click.echo(f"not stored: {error}", err=True)
+                circuit_id = None
             results.append(result)
-            summaries.append(result.summary())
+            summaries.append({**result.summary(), "circuit_id": circuit_id})
             if not as_json:
+                seconds = sum(result.seconds.values())
                 click.echo(
-                    f"{relation.name}: {result.circuit.n_edges} edges in {sum(result.seconds.values()):.1f} s"
+                    f"{relation.name}: circuit {circuit_id}, "
+                    f"{result.circuit.n_edges} edges in {seconds:.1f} s"
                 )
     recurring = recurring_components(results)
     if as_json:
-        click.echo(json.dumps(_finite({"circuits": summaries, "recurring": recurring})))
+        click.echo(json.dumps(finite({"circuits": summaries, "recurring": recurring})))
         return
     click.echo("\n" + table(summaries))
     click.echo(f"\nComponents in the circuits of several relations (of {len(results)}):")
@@ -243,7 +296,7 @@ def circuit_document(result: DiscoveryResult) -> dict[str, Any]:
     kept = result.circuit.edges.nonzero().tolist()
     kept.sort(key=lambda wr: -abs(float(result.scores[wr[0], wr[1]])))
     edges = [{"edge": graph.edge_name(w, r), "score": float(result.scores[w, r])} for w, r in kept]
-    return _finite({**result.summary(), "nodes": result.circuit.nodes, "edges": edges})
+    return finite({**result.summary(), "nodes": result.circuit.nodes, "edges": edges})
 
 
 def table(summaries: list[dict[str, Any]]) -> str:
@@ -279,14 +332,3 @@ def _counts_line(summary: dict[str, Any]) -> str:
     if summary["curve"]:
         line += f"\nfaithfulness curve area (CPR): {summary['curve']['area']:.3f}"
     return line + f"\nseconds: {json.dumps({k: round(v, 2) for k, v in summary['seconds'].items()})}"
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: a faithfulness with no metric gap is written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

@@ -1,4 +1,5 @@
-"""What one discovery job does, start to end, for the CLI now and for workers later.
+"""What one discovery job does, start to end, for the CLI now and for workers later: look the run up in
+the catalogue, compute it if it is not there, store it.
 
 Models are loaded once per process and kept (loading takes seconds; a worker runs many jobs).
 """
@@ -7,12 +8,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from atlas.core.corpus import CorpusError, Relation, bundled_corpus_path, load_corpus
+from atlas.core.corpus import CorpusError, Relation, bundled_corpus_path, corpus_hash, load_corpus
 from atlas.core.discover import DiscoveryParams, DiscoveryResult, discover
 from atlas.core.models import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @lru_cache(maxsize=2)
@@ -45,3 +51,52 @@ def run_discovery(
 ) -> DiscoveryResult:
     params.validate()  # before the model loads: bad parameters fail at once
     return discover(cached_model(model_name), relation, params, progress)
+
+
+@dataclass
+class StoredDiscovery:
+    circuit_id: int
+    result: DiscoveryResult | None  # None when the run was already in the catalogue
+    reused: bool
+
+
+def catalogue_engine(url: str | None = None) -> Engine:
+    """The catalogue's engine. The embedded SQLite file is created and migrated on first use; a server
+    database is migrated by `atlas db upgrade`, never implicitly."""
+    from atlas.db.engine import database_url, make_engine, upgrade
+
+    url = url or database_url()
+    if url.startswith("sqlite"):
+        upgrade(url)
+    return make_engine(url)
+
+
+def discover_and_store(
+    model_name: str,
+    relation: Relation,
+    params: DiscoveryParams,
+    progress: Callable[[int, int], None] | None = None,
+    engine: Engine | None = None,
+) -> StoredDiscovery:
+    """The circuit of this exact run from the catalogue, or computed and stored (one transaction)."""
+    from atlas.db.store import default_code_version, find_circuit, store_discovery
+
+    params.validate()
+    engine = engine or catalogue_engine()
+    model = cached_model(model_name)
+    corpus, version = corpus_hash([relation]), default_code_version()
+    existing = find_circuit(engine, model, relation.name, params, corpus, version)
+    if existing is not None:
+        return StoredDiscovery(existing, None, reused=True)
+    result = discover(model, relation, params, progress)
+    return StoredDiscovery(
+        store_discovery(engine, result, model, relation, corpus, version), result, reused=False
+    )
+
+
+def store_result(engine: Engine, model_name: str, relation: Relation, result: DiscoveryResult) -> int:
+    """Store a computed circuit; its id (the same run stored twice keeps one copy)."""
+    from atlas.db.store import default_code_version, store_discovery
+
+    model = cached_model(model_name)
+    return store_discovery(engine, result, model, relation, corpus_hash([relation]), default_code_version())

@@ -1,0 +1,261 @@
+"""Catalogue commands for the `atlas` group: `db upgrade`, `corpus import`, `circuits list|show`,
+`query recurring|compare|overlap`. Attach with `register(main)`. Nothing heavy (torch) is imported here.
+
+Bad input ends with one `error:` line on stderr and exit status 2, as in the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from atlas.db import CatalogueError
+from atlas.json_safe import finite
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    from atlas.core.corpus import CorpusError
+
+    try:
+        yield
+    except (CatalogueError, CorpusError) as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except (OperationalError, ProgrammingError) as error:
+        first = str(error.orig or error).strip().splitlines()[0]
+        click.echo(f"error: database: {first} (run `atlas db upgrade` first?)", err=True)
+        sys.exit(2)
+
+
+def _engine(url: str | None) -> Engine:
+    from atlas.db.engine import make_engine
+
+    return make_engine(url)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(finite(value), indent=2, ensure_ascii=False))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+url_option = click.option(
+    "--database-url",
+    "url",
+    default=None,
+    help="Database URL [ATLAS_DATABASE_URL, else the embedded SQLite file].",
+)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The circuit catalogue's database."""
+
+
+@db_group.command("upgrade")
+@url_option
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(url: str | None, revision: str) -> None:
+    """Create or migrate the catalogue schema."""
+    from atlas.db.engine import database_url, upgrade
+
+    with _errors():
+        upgrade(url or database_url(), revision)
+    click.echo(f"catalogue at {_redact(url or database_url())} is at revision {revision}")
+
+
+@db_group.command("url")
+def db_url() -> None:
+    """Print the catalogue's database URL (password hidden)."""
+    from atlas.db.engine import database_url
+
+    click.echo(_redact(database_url()))
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.group("corpus")
+def corpus_group() -> None:
+    """Relations and facts in the catalogue."""
+
+
+@corpus_group.command("import")
+@click.argument("path", type=click.Path())
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def corpus_import(path: str, url: str | None, as_json: bool) -> None:
+    """Store the relations (and facts) of an LRE-format file or folder."""
+    from atlas.core.corpus import load_corpus
+    from atlas.db.store import import_relations
+
+    with _errors():
+        counts = import_relations(_engine(url), load_corpus(path).values())
+    if as_json:
+        _echo_json(counts)
+    else:
+        click.echo(
+            f"{counts['added']} relations added ({counts['facts']} facts), {counts['unchanged']} unchanged"
+        )
+
+
+@click.group("circuits")
+def circuits_group() -> None:
+    """Catalogued circuits."""
+
+
+@circuits_group.command("list")
+@click.option("--model", default=None)
+@click.option("--relation", default=None)
+@click.option("--category", default=None)
+@click.option("--method", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option(
+    "--after", type=int, default=None, help="Show circuits after this id (the previous page's next)."
+)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def circuits_list(
+    model: str | None,
+    relation: str | None,
+    category: str | None,
+    method: str | None,
+    limit: int,
+    after: int | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    """List circuits, `--limit` per page."""
+    from atlas.db.queries import list_circuits
+
+    with _errors():
+        page = list_circuits(_engine(url), model, relation, category, method, limit, after)
+    if as_json:
+        _echo_json(page.to_dict())
+        return
+    header = (
+        f"{'id':>5} {'model':<14} {'relation':<26} {'method':<7} {'nodes':>5} {'edges':>6} "
+        f"{'Hit@10 orig':>11} {'circuit':>8} {'random':>7} {'faithful':>9}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for c in page.items:
+        click.echo(
+            f"{c.id:>5} {c.model:<14} {c.relation:<26} {c.method:<7} {c.n_nodes:>5} {c.n_edges:>6} "
+            f"{_fmt(c.hit_original):>11} {_fmt(c.hit_circuit):>8} {_fmt(c.hit_random):>7} "
+            f"{_fmt(c.faithfulness):>9}"
+        )
+    if page.next_after is not None:
+        click.echo(f"more: --after {page.next_after}")
+
+
+@circuits_group.command("show")
+@click.argument("circuit_id", type=int)
+@url_option
+def circuits_show(circuit_id: int, url: str | None) -> None:
+    """One circuit as JSON: summary, run, evaluations, nodes and edges with scores."""
+    from atlas.db.queries import circuit_detail
+
+    with _errors():
+        _echo_json(circuit_detail(_engine(url), circuit_id))
+
+
+@click.group("query")
+def query_group() -> None:
+    """Questions across catalogued circuits."""
+
+
+@query_group.command("recurring")
+@click.option("--model", required=True)
+@click.option("--category", default=None)
+@click.option("--method", default=None)
+@click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def query_recurring(
+    model: str, category: str | None, method: str | None, min_count: int, url: str | None, as_json: bool
+) -> None:
+    """Heads and MLPs of a model in the circuits of several relations."""
+    from dataclasses import asdict
+
+    from atlas.db.queries import recurring_components
+
+    with _errors():
+        found = recurring_components(_engine(url), model, category, method, min_count)
+    if as_json:
+        _echo_json([asdict(c) for c in found])
+        return
+    if not found:
+        click.echo(f"no component of {model!r} is in the circuits of {min_count} or more relations")
+    for c in found:
+        click.echo(f"{c.component:<8} {c.n_relations:>3}  {', '.join(c.relations)}")
+
+
+@query_group.command("compare")
+@click.argument("ids", type=int, nargs=-1, required=True)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def query_compare(ids: tuple[int, ...], url: str | None, as_json: bool) -> None:
+    """Shared nodes and edges of two or more circuits, and their Jaccard indices."""
+    from atlas.db.queries import compare_circuits
+
+    with _errors():
+        result = compare_circuits(_engine(url), list(ids))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for c in result.circuits:
+        click.echo(f"{c.id:>5} {c.model} {c.relation} ({c.method}): {c.n_nodes} nodes, {c.n_edges} edges")
+    click.echo(f"node Jaccard {result.node_jaccard:.3f}, edge Jaccard {result.edge_jaccard:.3f}")
+    click.echo(f"shared nodes ({len(result.shared_nodes)}): {', '.join(result.shared_nodes)}")
+    click.echo(f"shared edges ({len(result.shared_edges)}): {', '.join(result.shared_edges)}")
+
+
+@query_group.command("overlap")
+@click.option("--model", required=True)
+@click.option("--category", default=None)
+@click.option("--method", default=None)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def query_overlap(
+    model: str, category: str | None, method: str | None, url: str | None, as_json: bool
+) -> None:
+    """Node and edge Jaccard between every pair of a model's circuits."""
+    from atlas.db.queries import overlap_matrix
+
+    with _errors():
+        result = overlap_matrix(_engine(url), model, category, method)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    ids = [c.id for c in result.circuits]
+    click.echo("node Jaccard (lower left) / edge Jaccard (upper right)")
+    click.echo(" " * 6 + "".join(f"{i:>7}" for i in ids))
+    for a, row_id in enumerate(ids):
+        cells = [
+            result.node_jaccard[a][b] if b < a else result.edge_jaccard[a][b] if b > a else 1.0
+            for b in range(len(ids))
+        ]
+        click.echo(f"{row_id:>6}" + "".join(f"{v:>7.3f}" for v in cells))
+
+
+GROUPS = (db_group, corpus_group, circuits_group, query_group)
+
+
+def register(main: click.Group) -> None:
+    """Attach the catalogue's command groups to the `atlas` group."""
+    for group in GROUPS:
+        main.add_command(group)

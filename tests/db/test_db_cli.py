@@ -1,0 +1,97 @@
+"""The catalogue's commands, attached to a bare click group as `atlas.cli` will attach them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from db_helpers import CODE_VERSION, HAND, Discovered, with_circuit
+
+from atlas.core.corpus import bundled_corpus_path
+from atlas.db.cli import register
+from atlas.db.engine import make_engine
+from atlas.db.store import store_discovery
+
+
+@pytest.fixture
+def cli() -> click.Group:
+    @click.group()
+    def main() -> None:
+        pass
+
+    register(main)
+    return main
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sub' / 'atlas.db'}"
+
+
+def _run(cli: click.Group, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_upgrade_import_list_and_queries(
+    cli: click.Group, url: str, discovered: dict[str, Discovered], corpus_sha: str
+) -> None:
+    code, out = _run(cli, "db", "upgrade", "--database-url", url)
+    assert code == 0, out
+    code, out = _run(cli, "corpus", "import", str(bundled_corpus_path()), "--database-url", url, "--json")
+    assert code == 0, out
+    assert json.loads(out) == {"added": 10, "unchanged": 0, "facts": json.loads(out)["facts"]}
+    code, out = _run(cli, "corpus", "import", str(bundled_corpus_path()), "--database-url", url)
+    assert (code, out.strip()) == (0, "0 relations added (0 facts), 10 unchanged")
+
+    engine = make_engine(url)
+    ids = []
+    for name, edges in HAND.items():
+        d = discovered[name]
+        result = with_circuit(d.result, edges)
+        ids.append(store_discovery(engine, result, d.model, d.relation, corpus_sha, CODE_VERSION))
+    engine.dispose()
+
+    code, out = _run(cli, "circuits", "list", "--database-url", url, "--limit", "2", "--json")
+    page = json.loads(out)
+    assert [c["id"] for c in page["items"]] == ids[:2] and page["next_after"] == ids[1]
+    code, out = _run(cli, "circuits", "list", "--database-url", url, "--limit", "2", "--after", str(ids[1]))
+    assert code == 0 and "substance_phase" in out and "name_gender" not in out
+    code, out = _run(cli, "query", "recurring", "--model", "tiny-llama", "--database-url", url, "--json")
+    assert [(c["component"], c["n_relations"]) for c in json.loads(out)] == [
+        ("a0.h0", 3),
+        ("m0", 2),
+        ("a1.h2", 2),
+    ]
+    code, out = _run(
+        cli, "query", "recurring", "--model", "tiny-llama", "--category", "bias", "--database-url", url
+    )
+    assert code == 0 and "no component" in out
+    code, out = _run(cli, "query", "compare", *map(str, ids[:2]), "--database-url", url, "--json")
+    assert json.loads(out)["shared_nodes"] == ["a0.h0", "m0"]
+    code, out = _run(cli, "query", "compare", *map(str, ids[:2]), "--database-url", url)
+    assert code == 0 and "node Jaccard 0.500, edge Jaccard 0.429" in out
+    code, out = _run(cli, "query", "overlap", "--model", "tiny-llama", "--database-url", url)
+    assert code == 0 and "0.667" in out
+    code, out = _run(cli, "circuits", "show", str(ids[0]), "--database-url", url)
+    assert code == 0 and len(json.loads(out)["edges"]) == 5
+
+
+def test_errors_are_one_line(cli: click.Group, url: str, tmp_path: Path) -> None:
+    code, out = _run(cli, "circuits", "list", "--database-url", url)
+    assert code == 2 and out.startswith("error: database:") and "atlas db upgrade" in out
+    _run(cli, "db", "upgrade", "--database-url", url)
+    code, out = _run(cli, "query", "compare", "1", "2", "--database-url", url)
+    assert (code, out.strip()) == (2, "error: no circuit with id 1, 2")
+    code, out = _run(cli, "corpus", "import", str(tmp_path / "missing"), "--database-url", url)
+    assert code == 2 and out.startswith("error:") and "not found" in out
+
+
+def test_commands_do_not_import_torch() -> None:
+    code = "import sys, atlas.db.cli, atlas.db.queries, atlas.db.engine; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
