@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, insert, select
@@ -295,14 +296,30 @@ def _resolve_model(session: Session, model: LoadedModel | ModelInfo | str) -> Mo
 # ---------------------------------------------------------------------------------------------------- runs
 
 
+@lru_cache(maxsize=1)
 def default_code_version() -> str:
-    """The installed package's version: part of a run's key, so results of other code are not reused."""
+    """The package's version, plus the git commit when it runs from a checkout: part of a run's key, so
+    results of other code are not reused. (Uncommitted changes are not seen.)"""
+    import subprocess
     from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
 
     try:
-        return version("circuit-atlas")
+        release = version("circuit-atlas")
     except PackageNotFoundError:
-        return "unknown"
+        release = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return release
+    return f"{release}+g{commit}" if commit else release
 
 
 def template_key(template: str | int | None) -> str:
