@@ -204,6 +204,40 @@ def query_recurring(
         click.echo(f"{c.component:<8} {c.n_relations:>3}  {', '.join(c.relations)}")
 
 
+@query_group.command("across-models")
+@click.option(
+    "--bins", type=click.IntRange(min=1), default=10, show_default=True, help="Relative-depth bins."
+)
+@click.option("--min-models", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--category", default=None)
+@click.option("--method", default=None)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def query_across_models(
+    bins: int, min_models: int, category: str | None, method: str | None, url: str | None, as_json: bool
+) -> None:
+    """Heads and MLPs in the circuits of several models, matched by kind and relative depth."""
+    from dataclasses import asdict
+
+    from atlas.db.cross_model import components_across_models
+
+    with _errors():
+        found = components_across_models(
+            _engine(url), bins=bins, min_models=min_models, category=category, method=method
+        )
+    if as_json:
+        _echo_json([{**asdict(g), "n_models": g.n_models} for g in found])
+        return
+    if not found:
+        click.echo(f"no kind and depth of component is in the circuits of {min_models} or more models")
+    for g in found:
+        depth = f"{g.depth_from:.2f}-{g.depth_to:.2f}"
+        click.echo(
+            f"{g.kind:<5} depth {depth}  {g.n_models} models, {g.n_circuits:>4} circuits  "
+            + ", ".join(g.models)
+        )
+
+
 @query_group.command("compare")
 @click.argument("ids", type=int, nargs=-1, required=True)
 @url_option
