@@ -12,9 +12,17 @@ from __future__ import annotations
 import pytest
 from db_helpers import CODE_VERSION, HAND, Discovered, with_circuit
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from atlas.db import CatalogueError
-from atlas.db.queries import compare_circuits, list_circuits, overlap_matrix, recurring_components
+from atlas.db.queries import (
+    _circuit_sets,
+    compare_circuits,
+    jaccard,
+    list_circuits,
+    overlap_matrix,
+    recurring_components,
+)
 from atlas.db.store import store_discovery
 
 
@@ -123,3 +131,34 @@ def test_list_with_filters_and_keyset_pages(engine: Engine, ids: list[int]) -> N
     assert (summary.n_nodes, summary.n_edges, summary.top_n, summary.selection) == (5, 5, 30, "top_n")
     with pytest.raises(CatalogueError):
         list_circuits(engine, limit=0)
+
+
+def test_overlap_and_recurring_match_sets(
+    engine: Engine,
+    ids: list[int],
+    discovered: dict[str, Discovered],
+    node_discovered: Discovered,
+    corpus_sha: str,
+) -> None:
+    """The matrix (one 0/1 matrix product) equals the pairwise set Jaccard, value for value, and the recurring
+    components the per-relation node sets, on the hand circuits, the real top-30 circuits and a node-level
+    circuit of the same model."""
+    for d in discovered.values():
+        ids.append(store_discovery(engine, d.result, d.model, d.relation, corpus_sha, "test-real"))
+    d = node_discovered
+    ids.append(store_discovery(engine, d.result, d.model, d.relation, corpus_sha, "test-real"))
+    result = overlap_matrix(engine, "tiny-llama")
+    assert [c.id for c in result.circuits] == ids
+    with Session(engine) as session:
+        summaries, nodes, edges, _ = _circuit_sets(session, ids)
+    assert result.circuits == summaries
+    assert result.node_jaccard == [[jaccard(nodes[a], nodes[b]) for b in ids] for a in ids]
+    assert result.edge_jaccard == [[jaccard(edges[a], edges[b]) for b in ids] for a in ids]
+    assert [c.id for c in overlap_matrix(engine, "tiny-llama", method="eap").circuits] == []
+    relations: dict[str, set[str]] = {}
+    for summary in summaries:
+        for name in nodes[summary.id]:
+            relations.setdefault(name, set()).add(summary.relation)
+    found = recurring_components(engine, "tiny-llama", min_count=1)
+    assert {c.component: c.relations for c in found} == {n: sorted(r) for n, r in relations.items()}
+    assert [c.n_relations for c in found] == sorted((len(r) for r in relations.values()), reverse=True)

@@ -1,0 +1,488 @@
+"""The catalogue at the scale of a finished atlas, on PostgreSQL: 2,000 synthetic circuits over 3 models
+(SmolLM2 30x9, GPT-2 small 12x12, GPT-2 medium 24x16) and 47 relations over the 4 categories, each circuit
+~300 selected edges (85% kept in the circuit) drawn with a skew (a few heads and MLPs recur in many circuits),
+every graph node's score row and the full float32 score matrix as `store_discovery` would keep them.
+
+    .venv/bin/python benchmarks/bench_catalogue_scale.py [--circuits 2000] [--keep] [--pg-url URL]
+
+The rows are bulk-loaded with COPY straight into the schema's tables (models and components through
+`register_model`); `store_discovery` would need real torch results and is timed by benchmarks/bench_db.py.
+It measures: the read-side queries (p50/p95), EXPLAIN ANALYZE of their SQL, COPY against executemany into
+circuit_edges, and the database's size after 500, 1,000 and 2,000 circuits. The database
+`atlas_scale_<hex>` is created on the server of --pg-url and dropped at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+
+from atlas.core.corpus import CATEGORIES
+from atlas.core.graph import Graph
+from atlas.db.engine import make_engine, normalize_url, upgrade
+from atlas.db.queries import overlap_matrix, recurring_components
+from atlas.db.store import EDGE_COLUMNS, ModelInfo, register_model
+
+MODELS = (
+    ModelInfo("smollm2-135m", "LlamaForCausalLM", 30, 9, 576, "float32", "1" * 64),
+    ModelInfo("gpt2", "GPT2LMHeadModel", 12, 12, 768, "float32", "2" * 64),
+    ModelInfo("gpt2-medium", "GPT2LMHeadModel", 24, 16, 1024, "float32", "3" * 64),
+)
+N_RELATIONS = 47
+SELECTED = 300  # edges selected by score per circuit
+KEPT = 0.85  # of them kept in the circuit after pruning
+CHUNK = 100  # circuits per COPY transaction
+MILESTONES = (500, 1000, 2000)
+REPS = 40
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------- database
+
+
+@contextmanager
+def scratch_database(admin_url: str, keep: bool) -> Iterator[str]:
+    """A new empty database `atlas_scale_<hex>` on the server of `admin_url`; its SQLAlchemy URL."""
+    url = make_url(normalize_url(admin_url))
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"atlas_scale_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    log(f"created database {name}")
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        if keep:
+            log(f"kept database {name}")
+        else:
+            with psycopg.connect(conninfo, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+            log(f"dropped database {name}")
+
+
+def connect(url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+# ------------------------------------------------------------------------------------- synthetic rows
+
+
+class ModelShape:
+    """A model's graph as component ids, with a skewed popularity over its valid edges."""
+
+    def __init__(self, info: ModelInfo, model_id: int, components: dict[str, int], rng: np.random.Generator):
+        graph = Graph(info.n_layers, info.n_heads)
+        self.info, self.model_id, self.graph = info, model_id, graph
+        self.node_ids = np.array([components[name] for name in graph.node_names], dtype=np.int64)
+        writers, readers = np.nonzero(graph.valid_edges.numpy())
+        self.writers, self.readers = writers, readers
+        reader_split = [name.partition("<") for name in graph.reader_names]
+        self.reader_node = np.array([components[node] for node, _, _ in reader_split], dtype=np.int64)
+        self.reader_port = [port.rstrip(">") for _, _, port in reader_split]
+        self.writer_ids = self.node_ids[: graph.n_writers]
+        # Heavy-tailed popularity of writers and readers: a few heads recur in most circuits.
+        writer_pop = rng.pareto(0.9, graph.n_writers) + 0.05
+        reader_pop = rng.pareto(0.9, graph.n_readers) + 0.05
+        weight = writer_pop[writers] * reader_pop[readers]
+        self.log_weight = np.log(weight / weight.sum())
+        self.n_valid = int(graph.valid_edges.sum())
+
+    def circuit(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The selected edges (indices of valid edges, best first), their scores and in-circuit flags."""
+        keys = self.log_weight + rng.gumbel(size=self.log_weight.shape)  # Gumbel top-k: weighted sampling
+        chosen = np.argpartition(-keys, SELECTED)[:SELECTED]
+        chosen = chosen[np.argsort(-keys[chosen])]
+        scores = np.sort(np.abs(rng.standard_normal(SELECTED)))[::-1] * 0.1
+        kept = np.arange(SELECTED) < int(SELECTED * KEPT)
+        return chosen, scores, kept
+
+
+def build(url: str, n_circuits: int, seed: int = 0) -> dict[int, dict[str, int]]:
+    """Load the catalogue; the database's size and table sizes after each milestone (and at the end)."""
+    rng = np.random.default_rng(seed)
+    engine = make_engine(url)
+    shapes = []
+    for info in MODELS:
+        model_id = register_model(engine, info)
+        with engine.connect() as c:
+            components: dict[str, int] = dict(
+                c.exec_driver_sql(
+                    "SELECT name, id FROM components WHERE model_id = %(m)s", {"m": model_id}
+                ).all()
+            )
+        shapes.append(ModelShape(info, model_id, components, rng))
+    engine.dispose()
+    now = datetime.now(UTC)
+    sizes: dict[int, dict[str, int]] = {}
+    with connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                'INSERT INTO relations (id, name, title, category, domain, "range", "symmetric",'
+                " prompt_templates, prompt_templates_zs, content_sha256, source, created_at)"
+                " VALUES (%s, %s, %s, %s, 'x', 'y', false, %s, %s, %s, 'bench', %s)",
+                [
+                    (
+                        i + 1,
+                        f"relation_{i:02d}",
+                        f"relation {i}",
+                        CATEGORIES[i % len(CATEGORIES)],
+                        json.dumps(["{} is"]),
+                        json.dumps(["{} is"]),
+                        f"{i:064x}",
+                        now,
+                    )
+                    for i in range(N_RELATIONS)
+                ],
+            )
+        conn.commit()
+        milestones = sorted({m for m in MILESTONES if m < n_circuits} | {n_circuits})
+        start = time.perf_counter()
+        for first in range(0, n_circuits, CHUNK):
+            ids = range(first + 1, min(first + CHUNK, n_circuits) + 1)
+            load_chunk(conn, shapes, ids, rng, now)
+            conn.commit()
+            done = ids[-1]
+            if done in milestones or any(first < m < done for m in milestones):
+                sizes[done] = db_sizes(conn)
+            if done % 500 == 0 or done == n_circuits:
+                log(f"loaded {done} circuits ({time.perf_counter() - start:.1f} s)")
+        for table in ("runs", "circuits", "evaluations"):
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}".encode()
+            )
+        conn.commit()
+    return sizes
+
+
+def circuit_key(i: int) -> tuple[int, int, int, str]:
+    """Circuit i's model index, relation id, seed and method: every (model, relation) pair gets a share."""
+    model = (i - 1) % len(MODELS)
+    relation = ((i - 1) // len(MODELS)) % N_RELATIONS + 1
+    repeat = (i - 1) // (len(MODELS) * N_RELATIONS)
+    return model, relation, repeat // 2, ("eap-ig", "eap")[repeat % 2]
+
+
+def load_chunk(
+    conn: psycopg.Connection[Any],
+    shapes: list[ModelShape],
+    ids: range,
+    rng: np.random.Generator,
+    now: datetime,
+) -> None:
+    runs: list[tuple[Any, ...]] = []
+    circuits: list[tuple[Any, ...]] = []
+    nodes: list[tuple[Any, ...]] = []
+    edges: list[tuple[Any, ...]] = []
+    evaluations: list[tuple[Any, ...]] = []
+    for i in ids:
+        model, relation, seed, method = circuit_key(i)
+        shape = shapes[model]
+        runs.append(
+            (i, shape.model_id, relation, method, 5 if method == "eap-ig" else 1, "logit_diff", "edge",
+             "top_n", SELECTED, 0.0, "mean", "", seed, 100, 0.2, True, False, 16, "c" * 64, "bench", "done",
+             json.dumps({"total": 100, "known": 60}), "[]", json.dumps({"attribute": 12.5}), None, now, now,
+             now)
+        )  # fmt: skip
+        chosen, scores, kept = shape.circuit(rng)
+        writers, readers = shape.writers[chosen], shape.readers[chosen]
+        writer_ids, reader_ids = shape.writer_ids[writers], shape.reader_node[readers]
+        in_nodes = set(writer_ids[kept].tolist()) | set(reader_ids[kept].tolist())
+        blob = rng.standard_normal(shape.n_valid, dtype=np.float32).astype("<f4").tobytes()
+        n_kept = int(kept.sum())
+        circuits.append(
+            (i, i, "edge", len(in_nodes), n_kept, n_kept, "valid_edges", shape.graph.n_writers,
+             shape.graph.n_readers, "<f4", blob, now)
+        )  # fmt: skip
+        node_scores = rng.standard_normal(len(shape.node_ids))
+        for k, component in enumerate(shape.node_ids.tolist()):
+            score = None if k == len(shape.node_ids) - 1 else float(node_scores[k])
+            nodes.append((i, component, score, component in in_nodes))
+        for w, r, port_of, score, keep in zip(
+            writer_ids.tolist(),
+            reader_ids.tolist(),
+            readers.tolist(),
+            scores.tolist(),
+            kept.tolist(),
+            strict=True,
+        ):
+            edges.append((i, w, r, shape.reader_port[port_of], score, keep))
+        curve = json.dumps([[p, p * 10, p / 100] for p in (1, 10, 100)])
+        evaluations.append((2 * i - 1, i, "discovery", 16, 1.0, 0.9, 0.1, -1.0, -9.0, -2.0, -8.0, 0.8, 0.1,
+                            0.7, curve))  # fmt: skip
+        evaluations.append((2 * i, i, "heldout", 16, 1.0, 0.8, 0.1, -1.0, -9.0, -2.0, -8.0, 0.7, 0.1,
+                            None, None))  # fmt: skip
+    with conn.cursor() as cur:
+        copy_rows(
+            cur,
+            "runs (id, model_id, relation_id, method, ig_steps, metric, level, selection, top_n, threshold,"
+            " ablation, template, seed, max_facts, heldout_fraction, known_only, curve, batch_size,"
+            " corpus_hash, code_version, status, facts, unpaired_facts, seconds, error, started_at,"
+            " finished_at, created_at)",
+            runs,
+        )
+        cur.executemany(
+            "INSERT INTO circuits (id, run_id, level, n_nodes, n_edges, n_random_edges, layout, score_rows,"
+            " score_cols, score_dtype, scores, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s)",
+            circuits,
+        )
+        copy_rows(cur, "circuit_nodes (circuit_id, component_id, score, in_circuit)", nodes)
+        copy_rows(cur, f"circuit_edges ({', '.join(EDGE_COLUMNS)})", edges)
+        copy_rows(
+            cur,
+            "evaluations (id, circuit_id, split, n_facts, hit_original, hit_circuit, hit_random, metric_full,"
+            " metric_empty, metric_circuit, metric_random, faithfulness, faithfulness_random, curve_area,"
+            " curve)",
+            evaluations,
+        )
+
+
+def copy_rows(cur: psycopg.Cursor[Any], target: str, rows: list[tuple[Any, ...]]) -> None:
+    with cur.copy(f"COPY {target} FROM STDIN".encode()) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+TABLES = ("circuits", "circuit_edges", "circuit_nodes", "runs", "evaluations", "components", "relations")
+
+
+def db_sizes(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    assert row is not None
+    sizes = {"database": int(row[0])}
+    for table in TABLES:
+        value = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()
+        assert value is not None
+        sizes[table] = int(value[0])
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------- queries
+
+
+def percentiles(fn: Callable[[], Any], reps: int) -> tuple[float, float, Any]:
+    value = fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(np.ceil(0.95 * len(times))) - 1)]
+    return statistics.median(times) * 1000, p95 * 1000, value
+
+
+@contextmanager
+def captured(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL statements (and parameters) the engine sends while inside."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def explain(engine: Engine, statement: str, parameters: Any, max_lines: int = 40) -> list[str]:
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).scalars().all()
+    lines = [str(line) if len(str(line)) <= 200 else str(line)[:200] + " ..." for line in plan]
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 3], f"   ... ({len(lines) - max_lines + 1} lines trimmed)", *lines[-2:]]
+    return lines
+
+
+def bench_queries(url: str, model: str) -> tuple[list[tuple[str, float, float, str]], list[str]]:
+    engine = make_engine(url)
+    rows: list[tuple[str, float, float, str]] = []
+    out: list[str] = []
+    queries: list[tuple[str, Callable[[], Any], Callable[[Any], str]]] = [
+        (
+            f"recurring_components({model})",
+            lambda: recurring_components(engine, model),
+            lambda found: f"{len(found)} components",
+        ),
+        (
+            f"recurring_components({model}, factual, eap-ig)",
+            lambda: recurring_components(engine, model, category="factual", method="eap-ig"),
+            lambda found: f"{len(found)} components",
+        ),
+        (
+            f"overlap_matrix({model})",
+            lambda: overlap_matrix(engine, model),
+            lambda m: f"{len(m.circuits)} x {len(m.circuits)}",
+        ),
+        (
+            f"overlap_matrix({model}, factual)",
+            lambda: overlap_matrix(engine, model, category="factual"),
+            lambda m: f"{len(m.circuits)} x {len(m.circuits)}",
+        ),
+    ]
+    for label, fn, describe in queries:
+        p50, p95, value = percentiles(fn, REPS)
+        rows.append((label, p50, p95, describe(value)))
+    # Python's generation-2 collections scan this process's whole heap (torch is imported here), and land
+    # in some repetitions: timed again with the heap so far frozen out of the collector, as a long-running
+    # server would have it after start-up.
+    gc.collect()
+    gc.freeze()
+    for label, fn, describe in queries:
+        p50, p95, value = percentiles(fn, REPS)
+        rows.append((label + " [gc.freeze]", p50, p95, describe(value)))
+    gc.unfreeze()
+    log("queries timed")
+    for label, fn in (
+        ("recurring_components", lambda: recurring_components(engine, model)),
+        ("overlap_matrix", lambda: overlap_matrix(engine, model)),
+    ):
+        with captured(engine) as statements:
+            fn()
+        for k, (statement, parameters) in enumerate(statements, 1):
+            out.append(f"--- EXPLAIN (ANALYZE, BUFFERS): {label}, statement {k} of {len(statements)}")
+            out.append("    " + " ".join(statement.split())[:400])
+            out += ["    " + line for line in explain(engine, statement, parameters)]
+    engine.dispose()
+    return rows, out
+
+
+# ------------------------------------------------------------------------------------------ load rate
+
+
+def bench_load(url: str, n_circuits: int, first_id: int, rng: np.random.Generator) -> dict[str, float]:
+    """COPY against executemany of the same circuit_edges rows for `n_circuits` new circuits, rolled back."""
+    engine = make_engine(url)
+    shapes = []
+    with engine.connect() as c:
+        for info in MODELS:
+            model_id = c.exec_driver_sql(
+                "SELECT id FROM models WHERE name = %(n)s", {"n": info.name}
+            ).scalar()
+            components: dict[str, int] = dict(
+                c.exec_driver_sql(
+                    "SELECT name, id FROM components WHERE model_id = %(m)s", {"m": model_id}
+                ).all()
+            )
+            shapes.append(ModelShape(info, int(model_id or 0), components, rng))
+    engine.dispose()
+    now = datetime.now(UTC)
+    with connect(url) as conn:
+        ids = range(first_id, first_id + n_circuits)
+        load_chunk(conn, shapes, ids, rng, now)  # runs, circuits, nodes, edges of the new circuits
+        edges = conn.execute(
+            f"SELECT {', '.join(EDGE_COLUMNS)} FROM circuit_edges WHERE circuit_id >= %s".encode(),
+            (first_id,),
+        ).fetchall()
+        conn.execute("DELETE FROM circuit_edges WHERE circuit_id >= %s", (first_id,))
+        result: dict[str, float] = {"rows": len(edges)}
+        with conn.cursor() as cur:
+            cur.execute("SAVEPOINT load")
+            start = time.perf_counter()
+            copy_rows(cur, f"circuit_edges ({', '.join(EDGE_COLUMNS)})", edges)
+            result["copy"] = len(edges) / (time.perf_counter() - start)
+            cur.execute("ROLLBACK TO SAVEPOINT load")
+            start = time.perf_counter()
+            cur.executemany(
+                f"INSERT INTO circuit_edges ({', '.join(EDGE_COLUMNS)})"
+                " VALUES (%s, %s, %s, %s, %s, %s)".encode(),
+                edges,
+            )
+            result["executemany"] = len(edges) / (time.perf_counter() - start)
+        conn.rollback()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--circuits", type=int, default=2000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a database on the server to create the scratch database on",
+    )
+    parser.add_argument(
+        "--load-circuits", type=int, default=200, help="circuits in the COPY/executemany test"
+    )
+    args = parser.parse_args()
+    total = time.perf_counter()
+    with scratch_database(args.pg_url, args.keep) as url:
+        log("upgrade to head")
+        upgrade(url)
+        start = time.perf_counter()
+        sizes = build(url, args.circuits)
+        build_s = time.perf_counter() - start
+        with connect(url) as conn:
+            conn.autocommit = True
+            log("VACUUM ANALYZE")
+            conn.execute("VACUUM ANALYZE")
+            conn.execute("CHECKPOINT")  # the load's dirty pages written now, not during the timings
+            counts = {t: conn.execute(f"SELECT count(*) FROM {t}".encode()).fetchone() for t in TABLES}
+            per_model = conn.execute(
+                "SELECT m.name, count(*) FROM circuits c JOIN runs r ON r.id = c.run_id"
+                " JOIN models m ON m.id = r.model_id GROUP BY m.name ORDER BY m.name"
+            ).fetchall()
+        model = MODELS[0].name
+        query_rows, plans = bench_queries(url, model)
+        log("COPY vs executemany")
+        load = bench_load(url, args.load_circuits, args.circuits + 1, np.random.default_rng(1))
+
+    print(f"\nCatalogue: {args.circuits} circuits, {N_RELATIONS} relations, {len(MODELS)} models; "
+          f"built (COPY) in {build_s:.1f} s; total run {time.perf_counter() - total:.0f} s")  # fmt: skip
+    print("rows: " + ", ".join(f"{t} {c[0] if c else 0:,}" for t, c in counts.items()))
+    print("circuits per model: " + ", ".join(f"{name} {n}" for name, n in per_model))
+    print(f"\n1. Queries ({REPS} repetitions after a warm-up; PostgreSQL)")
+    print(f"{'query':<64} {'p50 ms':>9} {'p95 ms':>9}  result")
+    for label, p50, p95, what in query_rows:
+        print(f"{label:<64} {p50:>9.1f} {p95:>9.1f}  {what}")
+    print("\n2. Plans")
+    print("\n".join(plans))
+    print(f"\n3. Bulk load of circuit_edges ({int(load['rows']):,} rows, same rows each way, rolled back)")
+    print(f"{'method':<14} {'rows/s':>12}")
+    print(f"{'COPY':<14} {load['copy']:>12,.0f}")
+    print(f"{'executemany':<14} {load['executemany']:>12,.0f}")
+    print(f"COPY / executemany = {load['copy'] / load['executemany']:.1f}x")
+    print("\n4. Size (MiB; pg_database_size and pg_total_relation_size incl. indexes and TOAST)")
+    header = f"{'circuits':>8} {'database':>10} {'KiB/circ.':>10} " + " ".join(f"{t:>13}" for t in TABLES[:5])
+    print(header)
+    for n, size in sorted(sizes.items()):
+        cells = " ".join(f"{mib(size[t]):>13}" for t in TABLES[:5])
+        print(f"{n:>8} {mib(size['database']):>10} {size['database'] / n / 1024:>10,.1f} {cells}")
+    marks = sorted(sizes)
+    if len(marks) > 1:
+        a, b = marks[0], marks[-1]
+        growth = (sizes[b]["database"] - sizes[a]["database"]) / (b - a) / 1024
+        no_blob = sum(sizes[b][t] - sizes[a][t] for t in TABLES[1:5]) / (b - a) / 1024
+        print(f"marginal per circuit ({a}->{b}): {growth:,.1f} KiB in all; "
+              f"{no_blob:,.1f} KiB without the circuits table (score blobs)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
