@@ -247,7 +247,7 @@ def demo(
                     f"{relation.name}: circuit {circuit_id}, "
                     f"{result.circuit.n_edges} edges in {seconds:.1f} s"
                 )
-    recurring = recurring_components(results)
+    recurring = shared_components(results)
     if as_json:
         click.echo(json.dumps(finite({"circuits": summaries, "recurring": recurring})))
         return
@@ -279,7 +279,7 @@ def list_relations(corpus: str | None) -> None:
             click.echo(f"{relation.name:<32} {relation.category:<12} {len(relation.facts):>5} facts")
 
 
-def recurring_components(results: list[DiscoveryResult]) -> list[tuple[str, list[str]]]:
+def shared_components(results: list[DiscoveryResult]) -> list[tuple[str, list[str]]]:
     """Heads and MLPs in the circuits of two or more relations, most shared first."""
     seen: dict[str, list[str]] = {}
     for result in results:
