@@ -10,7 +10,6 @@ torch is imported only by the functions that take or return tensors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from atlas.db.models import (
     Relation,
     Run,
 )
+from atlas.json_safe import finite
 
 if TYPE_CHECKING:
     import torch
@@ -637,10 +637,6 @@ def _copy_edges(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         session.execute(insert(CircuitEdge), [dict(zip(EDGE_COLUMNS, row, strict=True)) for row in rows])
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def _evaluation(
     circuit_id: int, split: str, evaluation: SplitEvaluation, result: DiscoveryResult | None
 ) -> Evaluation:
@@ -652,17 +648,17 @@ def _evaluation(
         hit_original=evaluation.hit_original,
         hit_circuit=evaluation.hit_circuit,
         hit_random=evaluation.hit_random,
-        metric_full=_finite(evaluation.metric_full),
-        metric_empty=_finite(evaluation.metric_empty),
-        metric_circuit=_finite(evaluation.metric_circuit),
-        metric_random=_finite(evaluation.metric_random),
-        faithfulness=_finite(evaluation.faithfulness),
-        faithfulness_random=_finite(evaluation.faithfulness_random),
-        curve_area=_finite(curve.area) if curve is not None else None,
+        metric_full=finite(evaluation.metric_full),
+        metric_empty=finite(evaluation.metric_empty),
+        metric_circuit=finite(evaluation.metric_circuit),
+        metric_random=finite(evaluation.metric_random),
+        faithfulness=finite(evaluation.faithfulness),
+        faithfulness_random=finite(evaluation.faithfulness_random),
+        curve_area=finite(curve.area) if curve is not None else None,
         curve=None
         if curve is None
         else [
-            {"percent": p.percent, "n_edges": p.n_edges, "faithfulness": _finite(p.faithfulness)}
+            {"percent": p.percent, "n_edges": p.n_edges, "faithfulness": finite(p.faithfulness)}
             for p in curve.points
         ],
     )
