@@ -9,22 +9,44 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from atlas.core.attribution import ABLATIONS, LEVELS, METHODS
-from atlas.core.circuit import DEFAULT_TOP_N
-from atlas.core.corpus import CorpusError
-from atlas.core.discover import DEFAULT_TOP_N_NODES, DiscoveryError, DiscoveryParams, DiscoveryResult
-from atlas.core.metrics import METRICS
-from atlas.core.models import ModelLoadError, known_model_names
-from atlas.core.pairs import PairingError
+from atlas.core.params import (
+    ABLATIONS,
+    DEFAULT_TOP_N,
+    DEFAULT_TOP_N_NODES,
+    LEVELS,
+    METHODS,
+    METRICS,
+    DiscoveryError,
+    DiscoveryParams,
+)
 from atlas.db import CatalogueError
 from atlas.db.cli import register as register_catalogue_commands
 from atlas.json_safe import finite
 
-USER_ERRORS = (CorpusError, ModelLoadError, DiscoveryError, PairingError, CatalogueError)
+if TYPE_CHECKING:
+    from atlas.core.discover import DiscoveryResult
+
+# Bad input: one line on stderr, exit status 2. By module and class name, so that commands which never load
+# the model stack (`atlas serve`, the catalogue queries) do not import torch to recognize them.
+USER_ERRORS = (
+    ("atlas.core.corpus", "CorpusError"),
+    ("atlas.core.models", "ModelLoadError"),
+    ("atlas.core.params", "DiscoveryError"),
+    ("atlas.core.pairs", "PairingError"),
+    ("atlas.db", "CatalogueError"),
+)
+
+
+def is_user_error(error: BaseException) -> bool:
+    return any(
+        isinstance(error, getattr(sys.modules[module], name))
+        for module, name in USER_ERRORS
+        if module in sys.modules
+    )
 
 
 def _quiet_libraries() -> None:
@@ -46,7 +68,9 @@ def user_errors() -> Iterator[None]:
     """Known bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
         yield
-    except USER_ERRORS as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
 
@@ -72,7 +96,6 @@ def fact_progress(label: str) -> Iterator[Callable[[int, int], None]]:
 @click.group()
 def main() -> None:
     """Circuit Atlas: find, evaluate and compare knowledge circuits in language models."""
-    _quiet_libraries()
 
 
 register_catalogue_commands(main)
@@ -148,6 +171,10 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
 @click.option(
     "--store/--no-store", default=True, show_default=True, help="Keep the circuit in the catalogue."
 )
+@click.option(
+    "--enqueue", is_flag=True, help="Queue the job for the workers (needs ATLAS_BROKER_URL) and print its id."
+)
+@click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
 def discover(
     model_name: str,
     relation: str,
@@ -155,17 +182,27 @@ def discover(
     as_json: bool,
     save: str | None,
     store: bool,
+    enqueue: bool,
+    queue: str,
     **options: Any,
 ) -> None:
     """Find the knowledge circuit of one relation in one model, and store it in the catalogue.
 
-    A run with the same parameters already in the catalogue is found, not redone."""
-    from atlas.jobs import discover_and_store, load_relations, pick_relation, run_discovery
+    A run with the same parameters already in the catalogue is found, not redone. With --enqueue the
+    job goes to the workers instead (`atlas jobs show ID` follows it)."""
+    from atlas.jobs import load_relations, pick_relation
 
-    circuit_id: int | None = None
     with user_errors():
         params = make_params(options)
         chosen = pick_relation(load_relations(corpus), relation, corpus)
+        if enqueue:
+            _enqueue(model_name, chosen, params, queue, as_json)
+            return
+    _quiet_libraries()
+    from atlas.jobs import discover_and_store, run_discovery
+
+    circuit_id: int | None = None
+    with user_errors():
         with fact_progress(chosen.name) as progress:
             if store:
                 stored = discover_and_store(model_name, chosen, params, progress)
@@ -187,6 +224,31 @@ def discover(
         click.echo(_counts_line(summary))
         if save:
             click.echo(f"circuit written to {save}")
+
+
+def _enqueue(model_name: str, relation: Any, params: DiscoveryParams, queue: str, as_json: bool) -> None:
+    """Store the relation in the catalogue, record the job and send its id to the workers."""
+    from atlas.config import get_settings
+    from atlas.db.jobs import DiscoveryRequest
+    from atlas.db.store import import_relations
+    from atlas.jobs import catalogue_engine
+
+    if not get_settings().broker_url:
+        raise CatalogueError("--enqueue needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    from workers.enqueue import submit_and_send
+
+    engine = catalogue_engine()
+    import_relations(engine, [relation])
+    submission = submit_and_send(engine, DiscoveryRequest(model_name, (relation.name,), params), queue)
+    if as_json:
+        click.echo(json.dumps(submission.to_dict()))
+    elif submission.job_id is None:
+        circuits = ", ".join(map(str, submission.existing_circuits.values()))
+        click.echo(f"already in the catalogue: circuit {circuits} (nothing queued)")
+    elif submission.created:
+        click.echo(f"queued job {submission.job_id} on {queue} (`atlas jobs show {submission.job_id}`)")
+    else:
+        click.echo(f"job {submission.job_id}: the same job is already queued or running")
 
 
 def _show_stored(circuit_id: int | None, as_json: bool, save: str | None) -> None:
@@ -219,6 +281,7 @@ def demo(
 ) -> None:
     """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads.
     Each circuit is also stored in the catalogue (the embedded SQLite file by default)."""
+    _quiet_libraries()
     from atlas.jobs import catalogue_engine, load_relations, pick_relation, run_discovery, store_result
 
     summaries, results = [], []
@@ -264,6 +327,8 @@ def demo(
 @main.command("models")
 def list_models() -> None:
     """Models that load by name here (any Hugging Face id works where its weights can be had)."""
+    from atlas.core.models import known_model_names
+
     for name in known_model_names():
         click.echo(name)
 
@@ -277,6 +342,55 @@ def list_relations(corpus: str | None) -> None:
     with user_errors():
         for relation in load_relations(corpus).values():
             click.echo(f"{relation.name:<32} {relation.category:<12} {len(relation.facts):>5} facts")
+
+
+@main.command()
+@click.option(
+    "--queues", default=None, help="Comma-separated queues to take jobs from [gpu,cpu with a GPU, else cpu]."
+)
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str | None, concurrency: int, loglevel: str) -> None:
+    """Start a Celery worker that runs queued jobs (needs ATLAS_BROKER_URL and a shared ATLAS_DATABASE_URL).
+    Each worker process loads a model once and keeps it; CUDA is used when the machine has it."""
+    from atlas.config import get_settings
+
+    if not get_settings().broker_url:
+        click.echo(
+            "error: a worker needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)", err=True
+        )
+        sys.exit(2)
+    _quiet_libraries()
+    from workers.app import app
+    from workers.tasks import default_queues
+
+    chosen = queues or default_queues()
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            chosen,
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--hostname",
+            f"atlas-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", "processes", type=int, default=1, show_default=True, help="Server processes.")
+def serve(host: str, port: int, processes: int) -> None:
+    """Serve the query API (OpenAPI at /openapi.json, docs at /docs) and the web pages."""
+    from api.server import serve as run_server
+
+    run_server(host, port, processes)
 
 
 def shared_components(results: list[DiscoveryResult]) -> list[tuple[str, list[str]]]:

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Unset: jobs run inline, no queue.
     broker_url: str = ""
+    api_token: str = ""  # bearer token for the API's write endpoints; unset: the API accepts no writes
+    # Seconds before a message taken by a worker that died with it is delivered again (Redis broker).
+    visibility_timeout: int = 900
+    # A running job whose heartbeat is older than this many seconds is taken over by the next delivery.
+    job_stale_seconds: float = 60.0
     # CPU threads for torch; 0 leaves torch's default.
     threads: int = 0
 

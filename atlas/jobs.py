@@ -6,12 +6,13 @@ Models are loaded once per process and kept (loading takes seconds; a worker run
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from atlas.core.corpus import CorpusError, Relation, bundled_corpus_path, corpus_hash, load_corpus
 from atlas.core.discover import DiscoveryParams, DiscoveryResult, discover
@@ -100,3 +101,130 @@ def store_result(engine: Engine, model_name: str, relation: Relation, result: Di
 
     model = cached_model(model_name)
     return store_discovery(engine, result, model, relation, corpus_hash([relation]), default_code_version())
+
+
+# ------------------------------------------------------------------------------------------------------ jobs
+
+# A transient failure: the database or the broker could not be reached. Retried; anything else fails the job.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return (*TRANSIENT_ERRORS, OperationalError, InterfaceError)
+
+
+class JobLost(RuntimeError):
+    """This worker no longer holds the job (another took it over after a stall): stop quietly."""
+
+
+class _JobProgress:
+    """A discovery progress callback that writes the job's progress (at most twice a second) and stops
+    the job when another worker has taken it over."""
+
+    def __init__(self, engine: Engine, job_id: int, worker: str, relation: str, done: int, lost: Any) -> None:
+        self.engine, self.job_id, self.worker = engine, job_id, worker
+        self.relation, self.done, self.lost, self.last = relation, done, lost, 0.0
+
+    def __call__(self, facts_done: int, facts_total: int) -> None:
+        import time
+
+        from atlas.db.jobs import report_progress
+
+        if self.lost.is_set():
+            raise JobLost(f"job {self.job_id} was taken over by another worker")
+        moment = time.monotonic()
+        if moment - self.last >= 0.5 or facts_done == facts_total:
+            self.last = moment
+            report_progress(
+                self.engine,
+                self.job_id,
+                self.worker,
+                relation=self.relation,
+                relations_done=self.done,
+                facts_done=facts_done,
+                facts_total=facts_total,
+            )
+
+
+@dataclass
+class JobOutcome:
+    status: str  # "done", "failed", "finished" (nothing to do), "busy" (another worker holds it)
+    circuit_ids: list[int]
+    error: str | None = None
+    work_seconds: float = 0.0
+
+
+def execute_job(
+    engine: Engine, job_id: int, worker: str, stale_after: float = 60.0, heartbeat_every: float = 10.0
+) -> JobOutcome:
+    """Run one queued discovery job start to end: claim it, compute (or find) the circuit of each of its
+    relations with `discover_and_store` (the same function an inline `atlas discover` calls), report progress
+    and heartbeats, and mark it done or failed. Idempotent: every run has a unique key in the catalogue, so a
+    job run again after a lost worker finds the circuits already stored and computes only the rest.
+
+    Transient errors (database or broker unreachable) give the job back to the queue and propagate, for the
+    caller to retry; any other error fails the job with its message."""
+    import threading
+    import time
+
+    from atlas.db import jobs as job_store
+    from atlas.db.store import load_relation
+
+    claim = job_store.claim_job(engine, job_id, worker, stale_after)
+    if claim != "claimed":
+        return JobOutcome(claim, [])
+    started = time.perf_counter()
+    stop = threading.Event()
+    lost = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_every):
+            try:
+                if not job_store.heartbeat(engine, job_id, worker):
+                    lost.set()
+            except Exception:  # a missed heartbeat is not fatal; the next one may get through
+                continue
+
+    beating = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    beating.start()
+    circuits: list[int] = []
+    try:
+        request = job_store.get_request(engine, job_id)
+        request.params.validate()
+        model = cached_model(request.model)  # loaded once per process; a bad model fails the job here
+        for done, name in enumerate(request.relations):
+            relation = load_relation(engine, name)
+            progress = _JobProgress(engine, job_id, worker, name, done, lost)
+            progress(0, 0)
+            stored = discover_and_store(model.name, relation, request.params, progress, engine)
+            circuits.append(stored.circuit_id)
+            job_store.report_progress(
+                engine,
+                job_id,
+                worker,
+                relation=name,
+                relations_done=done + 1,
+                circuit_ids=circuits,
+            )
+        seconds = time.perf_counter() - started
+        job_store.finish_job(engine, job_id, worker, circuit_ids=circuits, work_seconds=seconds)
+        return JobOutcome("done", circuits, work_seconds=seconds)
+    except JobLost:
+        return JobOutcome("busy", circuits)
+    except transient_errors():
+        # The database may be the thing that is down; then the heartbeat goes stale and it is taken over.
+        with contextlib.suppress(Exception):
+            job_store.release_job(engine, job_id, worker)
+        raise
+    except Exception as error:
+        message = str(error) or type(error).__name__
+        seconds = time.perf_counter() - started
+        job_store.finish_job(
+            engine, job_id, worker, circuit_ids=circuits, error=message, work_seconds=seconds
+        )
+        return JobOutcome("failed", circuits, message, seconds)
+    finally:
+        stop.set()
+        beating.join(timeout=5)

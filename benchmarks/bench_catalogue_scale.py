@@ -1,15 +1,19 @@
-"""The catalogue at the scale of a finished atlas, on PostgreSQL: 2,000 synthetic circuits over 3 models
-(SmolLM2 30x9, GPT-2 small 12x12, GPT-2 medium 24x16) and 47 relations over the 4 categories, each circuit
-~300 selected edges (85% kept in the circuit) drawn with a skew (a few heads and MLPs recur in many circuits),
-every graph node's score row and the full float32 score matrix as `store_discovery` would keep them.
+"""The catalogue at the scale of a finished atlas, on PostgreSQL and SQLite: 2,000 synthetic circuits over 3
+models (SmolLM2 30x9, GPT-2 small 12x12, GPT-2 medium 24x16) and 47 relations over the 4 categories, each
+circuit ~300 selected edges (85% kept in the circuit) drawn with a skew (a few heads and MLPs recur in many
+circuits), every graph node's score row, the full float32 score matrix and the member sets (node_set,
+edge_set) as `store_discovery` would keep them.
 
-    .venv/bin/python benchmarks/bench_catalogue_scale.py [--circuits 2000] [--keep] [--pg-url URL]
+    .venv/bin/python benchmarks/bench_catalogue_scale.py [--circuits 2000] [--backends postgresql,sqlite]
+        [--keep] [--pg-url URL]
 
-The rows are bulk-loaded with COPY straight into the schema's tables (models and components through
-`register_model`); `store_discovery` would need real torch results and is timed by benchmarks/bench_db.py.
-It measures: the read-side queries (p50/p95), EXPLAIN ANALYZE of their SQL, COPY against executemany into
-circuit_edges, and the database's size after 500, 1,000 and 2,000 circuits. The database
-`atlas_scale_<hex>` is created on the server of --pg-url and dropped at the end unless --keep.
+The rows are bulk-loaded straight into the schema's tables (COPY on PostgreSQL, executemany into an SQLite
+file; models and components through `register_model`); `store_discovery` would need real torch results and is
+timed by benchmarks/bench_db.py. It measures: the read-side queries (p50/p95), the plans of their SQL
+(PostgreSQL: EXPLAIN (ANALYZE, BUFFERS); SQLite: EXPLAIN QUERY PLAN), COPY against executemany into
+circuit_edges (PostgreSQL), and the database's size after 500, 1,000 and 2,000 circuits. The PostgreSQL
+database `atlas_scale_<hex>` is created on the server of --pg-url and dropped at the end unless --keep; the
+SQLite file lives in a temporary folder.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,14 +35,15 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 
 from atlas.core.corpus import CATEGORIES
 from atlas.core.graph import Graph
 from atlas.db.engine import make_engine, normalize_url, upgrade
+from atlas.db.models import Component
 from atlas.db.queries import overlap_matrix, recurring_components
-from atlas.db.store import EDGE_COLUMNS, ModelInfo, register_model
+from atlas.db.store import EDGE_COLUMNS, MEMBER_DTYPE, ModelInfo, register_model
 
 MODELS = (
     ModelInfo("smollm2-135m", "LlamaForCausalLM", 30, 9, 576, "float32", "1" * 64),
@@ -97,6 +105,7 @@ class ModelShape:
         self.reader_node = np.array([components[node] for node, _, _ in reader_split], dtype=np.int64)
         self.reader_port = [port.rstrip(">") for _, _, port in reader_split]
         self.writer_ids = self.node_ids[: graph.n_writers]
+        self.writer_of_reader = graph.writer_of_reader_node.numpy()  # -1: logits
         # Heavy-tailed popularity of writers and readers: a few heads recur in most circuits.
         writer_pop = rng.pareto(0.9, graph.n_writers) + 0.05
         reader_pop = rng.pareto(0.9, graph.n_readers) + 0.05
@@ -114,43 +123,54 @@ class ModelShape:
         return chosen, scores, kept
 
 
-def build(url: str, n_circuits: int, seed: int = 0) -> dict[int, dict[str, int]]:
-    """Load the catalogue; the database's size and table sizes after each milestone (and at the end)."""
-    rng = np.random.default_rng(seed)
+def model_shapes(url: str, rng: np.random.Generator) -> list[ModelShape]:
+    """The benchmark's models, registered (with their components) if new."""
     engine = make_engine(url)
     shapes = []
     for info in MODELS:
         model_id = register_model(engine, info)
         with engine.connect() as c:
             components: dict[str, int] = dict(
-                c.exec_driver_sql(
-                    "SELECT name, id FROM components WHERE model_id = %(m)s", {"m": model_id}
-                ).all()
+                c.execute(select(Component.name, Component.id).where(Component.model_id == model_id)).all()
             )
         shapes.append(ModelShape(info, model_id, components, rng))
     engine.dispose()
+    return shapes
+
+
+def relation_rows(now: datetime) -> list[tuple[Any, ...]]:
+    return [
+        (
+            i + 1,
+            f"relation_{i:02d}",
+            f"relation {i}",
+            CATEGORIES[i % len(CATEGORIES)],
+            json.dumps(["{} is"]),
+            json.dumps(["{} is"]),
+            f"{i:064x}",
+            now,
+        )
+        for i in range(N_RELATIONS)
+    ]
+
+
+RELATION_INSERT = (
+    'INSERT INTO relations (id, name, title, category, domain, "range", "symmetric", prompt_templates,'
+    " prompt_templates_zs, content_sha256, source, created_at)"
+    " VALUES (%s, %s, %s, %s, 'x', 'y', false, %s, %s, %s, 'bench', %s)"
+)
+
+
+def build(url: str, n_circuits: int, seed: int = 0) -> dict[int, dict[str, int]]:
+    """Load the catalogue on PostgreSQL (COPY); the database's size and table sizes after each milestone
+    (and at the end)."""
+    rng = np.random.default_rng(seed)
+    shapes = model_shapes(url, rng)
     now = datetime.now(UTC)
     sizes: dict[int, dict[str, int]] = {}
     with connect(url) as conn:
         with conn.cursor() as cur:
-            cur.executemany(
-                'INSERT INTO relations (id, name, title, category, domain, "range", "symmetric",'
-                " prompt_templates, prompt_templates_zs, content_sha256, source, created_at)"
-                " VALUES (%s, %s, %s, %s, 'x', 'y', false, %s, %s, %s, 'bench', %s)",
-                [
-                    (
-                        i + 1,
-                        f"relation_{i:02d}",
-                        f"relation {i}",
-                        CATEGORIES[i % len(CATEGORIES)],
-                        json.dumps(["{} is"]),
-                        json.dumps(["{} is"]),
-                        f"{i:064x}",
-                        now,
-                    )
-                    for i in range(N_RELATIONS)
-                ],
-            )
+            cur.executemany(RELATION_INSERT, relation_rows(now))
         conn.commit()
         milestones = sorted({m for m in MILESTONES if m < n_circuits} | {n_circuits})
         start = time.perf_counter()
@@ -171,6 +191,64 @@ def build(url: str, n_circuits: int, seed: int = 0) -> dict[int, dict[str, int]]
     return sizes
 
 
+def build_sqlite(url: str, n_circuits: int, seed: int = 0) -> dict[int, dict[str, int]]:
+    """The same catalogue (same seed, same rows) in an SQLite file, by executemany; sizes as `build`."""
+    rng = np.random.default_rng(seed)
+    shapes = model_shapes(url, rng)
+    now = datetime.now(UTC)
+    path = make_url(url).database
+    assert path
+    sizes: dict[int, dict[str, int]] = {}
+
+    def plain(
+        row: tuple[Any, ...],
+    ) -> tuple[Any, ...]:  # datetimes as SQLAlchemy's SQLite DateTime stores them
+        return tuple(v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for v in row)
+
+    def insert(table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+        marks = ", ".join("?" * (columns.count(",") + 1))
+        conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.executemany(
+            RELATION_INSERT.replace("%s", "?").replace("false", "0"), [plain(r) for r in relation_rows(now)]
+        )
+        conn.commit()
+        milestones = sorted({m for m in MILESTONES if m < n_circuits} | {n_circuits})
+        start = time.perf_counter()
+        for first in range(0, n_circuits, CHUNK):
+            ids = range(first + 1, min(first + CHUNK, n_circuits) + 1)
+            rows = chunk_rows(shapes, ids, rng, now)
+            insert("runs", RUN_COLUMNS, [plain(r) for r in rows["runs"]])
+            insert("circuits", CIRCUIT_COLUMNS, [plain(r) for r in rows["circuits"]])
+            insert("circuit_nodes", NODE_COLUMNS, rows["nodes"])
+            insert("circuit_edges", ", ".join(EDGE_COLUMNS), rows["edges"])
+            insert("evaluations", EVALUATION_COLUMNS, rows["evaluations"])
+            conn.commit()
+            done = ids[-1]
+            if done in milestones or any(first < m < done for m in milestones):
+                sizes[done] = sqlite_sizes(conn, path)
+            if done % 500 == 0 or done == n_circuits:
+                log(f"loaded {done} circuits into SQLite ({time.perf_counter() - start:.1f} s)")
+        conn.execute("ANALYZE")
+        conn.commit()
+    finally:
+        conn.close()
+    return sizes
+
+
+def sqlite_sizes(conn: sqlite3.Connection, path: str) -> dict[str, int]:
+    """The file's size, and each table's pages with its indexes (dbstat)."""
+    owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_schema WHERE tbl_name IS NOT NULL"))
+    sizes = {"database": os.path.getsize(path), **dict.fromkeys(TABLES, 0)}
+    for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+        table = owner.get(name, name)
+        if table in sizes:
+            sizes[table] += int(size)
+    return sizes
+
+
 def circuit_key(i: int) -> tuple[int, int, int, str]:
     """Circuit i's model index, relation id, seed and method: every (model, relation) pair gets a share."""
     model = (i - 1) % len(MODELS)
@@ -179,13 +257,26 @@ def circuit_key(i: int) -> tuple[int, int, int, str]:
     return model, relation, repeat // 2, ("eap-ig", "eap")[repeat % 2]
 
 
-def load_chunk(
-    conn: psycopg.Connection[Any],
-    shapes: list[ModelShape],
-    ids: range,
-    rng: np.random.Generator,
-    now: datetime,
-) -> None:
+RUN_COLUMNS = (
+    "id, model_id, relation_id, method, ig_steps, metric, level, selection, top_n, threshold, ablation,"
+    " template, seed, max_facts, heldout_fraction, known_only, curve, batch_size, corpus_hash, code_version,"
+    " status, facts, unpaired_facts, seconds, error, started_at, finished_at, created_at"
+)
+CIRCUIT_COLUMNS = (
+    "id, run_id, level, n_nodes, n_edges, n_random_edges, layout, score_rows, score_cols, score_dtype,"
+    " scores, node_set, edge_set, created_at"
+)
+NODE_COLUMNS = "circuit_id, component_id, score, in_circuit"
+EVALUATION_COLUMNS = (
+    "id, circuit_id, split, n_facts, hit_original, hit_circuit, hit_random, metric_full, metric_empty,"
+    " metric_circuit, metric_random, faithfulness, faithfulness_random, curve_area, curve"
+)
+
+
+def chunk_rows(
+    shapes: list[ModelShape], ids: range, rng: np.random.Generator, now: datetime
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of circuits `ids` for runs, circuits, circuit_nodes, circuit_edges and evaluations."""
     runs: list[tuple[Any, ...]] = []
     circuits: list[tuple[Any, ...]] = []
     nodes: list[tuple[Any, ...]] = []
@@ -206,9 +297,13 @@ def load_chunk(
         in_nodes = set(writer_ids[kept].tolist()) | set(reader_ids[kept].tolist())
         blob = rng.standard_normal(shape.n_valid, dtype=np.float32).astype("<f4").tobytes()
         n_kept = int(kept.sum())
+        # The member sets store_discovery writes: writer indices of the heads/MLPs, flat edge indices.
+        in_writers = np.union1d(writers[kept], shape.writer_of_reader[readers[kept]])
+        node_set = in_writers[in_writers > 0].astype(MEMBER_DTYPE).tobytes()  # not input (0), logits (-1)
+        flat = np.sort(writers[kept] * shape.graph.n_readers + readers[kept])
         circuits.append(
             (i, i, "edge", len(in_nodes), n_kept, n_kept, "valid_edges", shape.graph.n_writers,
-             shape.graph.n_readers, "<f4", blob, now)
+             shape.graph.n_readers, "<f4", blob, node_set, flat.astype(MEMBER_DTYPE).tobytes(), now)
         )  # fmt: skip
         node_scores = rng.standard_normal(len(shape.node_ids))
         for k, component in enumerate(shape.node_ids.tolist()):
@@ -228,30 +323,27 @@ def load_chunk(
                             0.7, curve))  # fmt: skip
         evaluations.append((2 * i, i, "heldout", 16, 1.0, 0.8, 0.1, -1.0, -9.0, -2.0, -8.0, 0.7, 0.1,
                             None, None))  # fmt: skip
+    return {"runs": runs, "circuits": circuits, "nodes": nodes, "edges": edges, "evaluations": evaluations}
+
+
+def load_chunk(
+    conn: psycopg.Connection[Any],
+    shapes: list[ModelShape],
+    ids: range,
+    rng: np.random.Generator,
+    now: datetime,
+) -> None:
+    rows = chunk_rows(shapes, ids, rng, now)
     with conn.cursor() as cur:
-        copy_rows(
-            cur,
-            "runs (id, model_id, relation_id, method, ig_steps, metric, level, selection, top_n, threshold,"
-            " ablation, template, seed, max_facts, heldout_fraction, known_only, curve, batch_size,"
-            " corpus_hash, code_version, status, facts, unpaired_facts, seconds, error, started_at,"
-            " finished_at, created_at)",
-            runs,
-        )
+        copy_rows(cur, f"runs ({RUN_COLUMNS})", rows["runs"])
         cur.executemany(
-            "INSERT INTO circuits (id, run_id, level, n_nodes, n_edges, n_random_edges, layout, score_rows,"
-            " score_cols, score_dtype, scores, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s)",
-            circuits,
+            f"INSERT INTO circuits ({CIRCUIT_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b, %s)".encode(),
+            rows["circuits"],
         )
-        copy_rows(cur, "circuit_nodes (circuit_id, component_id, score, in_circuit)", nodes)
-        copy_rows(cur, f"circuit_edges ({', '.join(EDGE_COLUMNS)})", edges)
-        copy_rows(
-            cur,
-            "evaluations (id, circuit_id, split, n_facts, hit_original, hit_circuit, hit_random, metric_full,"
-            " metric_empty, metric_circuit, metric_random, faithfulness, faithfulness_random, curve_area,"
-            " curve)",
-            evaluations,
-        )
+        copy_rows(cur, f"circuit_nodes ({NODE_COLUMNS})", rows["nodes"])
+        copy_rows(cur, f"circuit_edges ({', '.join(EDGE_COLUMNS)})", rows["edges"])
+        copy_rows(cur, f"evaluations ({EVALUATION_COLUMNS})", rows["evaluations"])
 
 
 def copy_rows(cur: psycopg.Cursor[Any], target: str, rows: list[tuple[Any, ...]]) -> None:
@@ -305,8 +397,18 @@ def captured(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 
 
 def explain(engine: Engine, statement: str, parameters: Any, max_lines: int = 40) -> list[str]:
+    """PostgreSQL's EXPLAIN (ANALYZE, BUFFERS), or SQLite's EXPLAIN QUERY PLAN, of one statement."""
     with engine.connect() as conn:
-        plan = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).scalars().all()
+        if engine.dialect.name == "sqlite":
+            level: dict[int, int] = {}
+            plan: list[Any] = []
+            for node, parent, _, detail in conn.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {statement}", parameters
+            ):
+                level[node] = level.get(parent, -1) + 1
+                plan.append("  " * level[node] + detail)
+        else:
+            plan = list(conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).scalars())
     lines = [str(line) if len(str(line)) <= 200 else str(line)[:200] + " ..." for line in plan]
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 3], f"   ... ({len(lines) - max_lines + 1} lines trimmed)", *lines[-2:]]
@@ -358,8 +460,10 @@ def bench_queries(url: str, model: str) -> tuple[list[tuple[str, float, float, s
     ):
         with captured(engine) as statements:
             fn()
+        statements = [(s, p) for s, p in statements if not s.lstrip().upper().startswith("BEGIN")]
         for k, (statement, parameters) in enumerate(statements, 1):
-            out.append(f"--- EXPLAIN (ANALYZE, BUFFERS): {label}, statement {k} of {len(statements)}")
+            how = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS)"
+            out.append(f"--- {how}: {label}, statement {k} of {len(statements)}")
             out.append("    " + " ".join(statement.split())[:400])
             out += ["    " + line for line in explain(engine, statement, parameters)]
     engine.dispose()
@@ -419,20 +523,16 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--circuits", type=int, default=2000)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument(
-        "--pg-url",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a database on the server to create the scratch database on",
-    )
-    parser.add_argument(
-        "--load-circuits", type=int, default=200, help="circuits in the COPY/executemany test"
-    )
-    args = parser.parse_args()
-    total = time.perf_counter()
+def member_set_bytes(url: str) -> float:
+    """The member sets' bytes per circuit, on average."""
+    engine = make_engine(url)
+    with engine.connect() as c:
+        value = c.exec_driver_sql("SELECT avg(length(node_set) + length(edge_set)) FROM circuits").scalar()
+    engine.dispose()
+    return float(value or 0)
+
+
+def run_postgresql(args: argparse.Namespace) -> dict[str, Any]:
     with scratch_database(args.pg_url, args.keep) as url:
         log("upgrade to head")
         upgrade(url)
@@ -444,32 +544,64 @@ def main() -> None:
             log("VACUUM ANALYZE")
             conn.execute("VACUUM ANALYZE")
             conn.execute("CHECKPOINT")  # the load's dirty pages written now, not during the timings
-            counts = {t: conn.execute(f"SELECT count(*) FROM {t}".encode()).fetchone() for t in TABLES}
-            per_model = conn.execute(
-                "SELECT m.name, count(*) FROM circuits c JOIN runs r ON r.id = c.run_id"
-                " JOIN models m ON m.id = r.model_id GROUP BY m.name ORDER BY m.name"
-            ).fetchall()
-        model = MODELS[0].name
-        query_rows, plans = bench_queries(url, model)
+        report = describe(url)
+        query_rows, plans = bench_queries(url, MODELS[0].name)
         log("COPY vs executemany")
         load = bench_load(url, args.load_circuits, args.circuits + 1, np.random.default_rng(1))
+    return {**report, "build_s": build_s, "sizes": sizes, "queries": query_rows, "plans": plans, "load": load}
 
-    print(f"\nCatalogue: {args.circuits} circuits, {N_RELATIONS} relations, {len(MODELS)} models; "
-          f"built (COPY) in {build_s:.1f} s; total run {time.perf_counter() - total:.0f} s")  # fmt: skip
-    print("rows: " + ", ".join(f"{t} {c[0] if c else 0:,}" for t, c in counts.items()))
-    print("circuits per model: " + ", ".join(f"{name} {n}" for name, n in per_model))
-    print(f"\n1. Queries ({REPS} repetitions after a warm-up; PostgreSQL)")
+
+def run_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="atlas_scale_") as folder:
+        url = f"sqlite:///{folder}/atlas.db"
+        if args.keep:
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='atlas_scale_')}/atlas.db"
+            log(f"keeping the SQLite file {make_url(url).database}")
+        log(f"SQLite: upgrade to head ({url})")
+        upgrade(url)
+        start = time.perf_counter()
+        sizes = build_sqlite(url, args.circuits)
+        build_s = time.perf_counter() - start
+        report = describe(url)
+        query_rows, plans = bench_queries(url, MODELS[0].name)
+    return {**report, "build_s": build_s, "sizes": sizes, "queries": query_rows, "plans": plans}
+
+
+def describe(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    with engine.connect() as c:
+        counts = {t: int(c.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() or 0) for t in TABLES}
+        per_model = c.exec_driver_sql(
+            "SELECT m.name, count(*) FROM circuits c JOIN runs r ON r.id = c.run_id"
+            " JOIN models m ON m.id = r.model_id GROUP BY m.name ORDER BY m.name"
+        ).all()
+    engine.dispose()
+    return {"counts": counts, "per_model": per_model, "member_bytes": member_set_bytes(url)}
+
+
+def print_report(backend: str, n_circuits: int, report: dict[str, Any]) -> None:
+    print(f"\n=== {backend}: {n_circuits} circuits, {N_RELATIONS} relations, {len(MODELS)} models; built in "
+          f"{report['build_s']:.1f} s")  # fmt: skip
+    print("rows: " + ", ".join(f"{t} {c:,}" for t, c in report["counts"].items()))
+    print("circuits per model: " + ", ".join(f"{name} {n}" for name, n in report["per_model"]))
+    print(f"\n1. Queries ({REPS} repetitions after a warm-up; {backend})")
     print(f"{'query':<64} {'p50 ms':>9} {'p95 ms':>9}  result")
-    for label, p50, p95, what in query_rows:
+    for label, p50, p95, what in report["queries"]:
         print(f"{label:<64} {p50:>9.1f} {p95:>9.1f}  {what}")
     print("\n2. Plans")
-    print("\n".join(plans))
-    print(f"\n3. Bulk load of circuit_edges ({int(load['rows']):,} rows, same rows each way, rolled back)")
-    print(f"{'method':<14} {'rows/s':>12}")
-    print(f"{'COPY':<14} {load['copy']:>12,.0f}")
-    print(f"{'executemany':<14} {load['executemany']:>12,.0f}")
-    print(f"COPY / executemany = {load['copy'] / load['executemany']:.1f}x")
-    print("\n4. Size (MiB; pg_database_size and pg_total_relation_size incl. indexes and TOAST)")
+    print("\n".join(report["plans"]))
+    load = report.get("load")
+    if load:
+        print(
+            f"\n3. Bulk load of circuit_edges ({int(load['rows']):,} rows, same rows each way, rolled back)"
+        )
+        print(f"{'method':<14} {'rows/s':>12}")
+        print(f"{'COPY':<14} {load['copy']:>12,.0f}")
+        print(f"{'executemany':<14} {load['executemany']:>12,.0f}")
+        print(f"COPY / executemany = {load['copy'] / load['executemany']:.1f}x")
+    how = "file size; dbstat pages" if backend == "SQLite" else "pg_database_size and pg_total_relation_size"
+    print(f"\n4. Size (MiB; {how}, incl. indexes and TOAST)")
+    sizes = report["sizes"]
     header = f"{'circuits':>8} {'database':>10} {'KiB/circ.':>10} " + " ".join(f"{t:>13}" for t in TABLES[:5])
     print(header)
     for n, size in sorted(sizes.items()):
@@ -481,7 +613,39 @@ def main() -> None:
         growth = (sizes[b]["database"] - sizes[a]["database"]) / (b - a) / 1024
         no_blob = sum(sizes[b][t] - sizes[a][t] for t in TABLES[1:5]) / (b - a) / 1024
         print(f"marginal per circuit ({a}->{b}): {growth:,.1f} KiB in all; "
-              f"{no_blob:,.1f} KiB without the circuits table (score blobs)")  # fmt: skip
+              f"{no_blob:,.1f} KiB without the circuits table (score blobs, member sets)")  # fmt: skip
+    print(f"member sets (node_set + edge_set): {report['member_bytes']:,.0f} bytes per circuit on average")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--circuits", type=int, default=2000)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a database on the server to create the scratch database on",
+    )
+    parser.add_argument(
+        "--backends", default="postgresql,sqlite", help="comma-separated: postgresql, sqlite (default both)"
+    )
+    parser.add_argument(
+        "--load-circuits", type=int, default=200, help="circuits in the COPY/executemany test"
+    )
+    args = parser.parse_args()
+    total = time.perf_counter()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    reports = {}
+    for backend in backends:
+        if backend == "postgresql":
+            reports["PostgreSQL"] = run_postgresql(args)
+        elif backend == "sqlite":
+            reports["SQLite"] = run_sqlite(args)
+        else:
+            parser.error(f"unknown backend {backend!r}")
+    for backend, report in reports.items():
+        print_report(backend, args.circuits, report)
+    print(f"\ntotal run {time.perf_counter() - total:.0f} s")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 
@@ -24,13 +23,8 @@ from atlas.core.hooks import INPUT_HOOK, Hook, as_major, reader_slices, record_w
 from atlas.core.metrics import Metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
+from atlas.core.params import ABLATIONS, LEVELS, METHODS, Ablation, Level, Method
 
-Method = Literal["eap", "eap-ig"]
-Ablation = Literal["corrupt", "zero", "mean"]
-Level = Literal["edge", "node"]
-METHODS = ("eap", "eap-ig")
-ABLATIONS = ("corrupt", "zero", "mean")
-LEVELS = ("edge", "node")
 Progress = Callable[[int], None]
 
 

@@ -11,10 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from atlas.core.graph import Graph
-
-# Paper-style default size. Yao et al. report circuits of a few hundred edges; on SmolLM2 (123,211 edges)
-# 300 edges is 0.24% of the graph and recovers most of the model's Hit@10 (see README's figures).
-DEFAULT_TOP_N = 300
+from atlas.core.params import DEFAULT_TOP_N as DEFAULT_TOP_N  # re-exported
 
 
 @dataclass(frozen=True)

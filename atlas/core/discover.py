@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from atlas.core.attribution import ABLATIONS, LEVELS, METHODS, Ablation, Level, Method, edge_scores, graph_of
+from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import (
     DEFAULT_TOP_N,
     Circuit,
@@ -29,56 +29,13 @@ from atlas.core.evaluation import (
     faithfulness_curve,
     known_mask,
 )
-from atlas.core.metrics import METRICS, get_metric
+from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
-
-# Node-level default: about a quarter of the heads and MLPs of a small model.
-DEFAULT_TOP_N_NODES = 20
-
-
-class DiscoveryError(ValueError):
-    """Discovery cannot run as asked; the message says why."""
-
-
-@dataclass(frozen=True)
-class DiscoveryParams:
-    method: Method = "eap-ig"
-    ig_steps: int = 5
-    metric: str = "logprob"
-    top_n: int | None = None  # None: DEFAULT_TOP_N edges, or DEFAULT_TOP_N_NODES nodes at node level
-    threshold: float | None = None  # used instead of top_n when given
-    max_facts: int = 32
-    heldout_fraction: float = 0.5  # of the known, paired facts, kept back for evaluation
-    template: str | int | None = None
-    ablation: Ablation = "corrupt"
-    batch_size: int = 16
-    seed: int = 0
-    curve: bool = True
-    known_only: bool = True  # drop facts whose object is not in the model's top 10, as the paper does
-    level: Level | None = None  # "edge" or "node"; None: edge where the model allows it, else node
-
-    def validate(self) -> None:
-        checks = [
-            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}"),
-            (self.ig_steps >= 1, f"ig-steps must be at least 1, got {self.ig_steps}"),
-            (self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}"),
-            (
-                self.ablation in ABLATIONS,
-                f"ablation must be one of {', '.join(ABLATIONS)}, got {self.ablation!r}",
-            ),
-            (self.top_n is None or self.top_n >= 1, f"top-n must be at least 1, got {self.top_n}"),
-            (self.max_facts >= 1, f"max-facts must be at least 1, got {self.max_facts}"),
-            (
-                0 <= self.heldout_fraction < 1,
-                f"held-out fraction must be in [0, 1), got {self.heldout_fraction}",
-            ),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.level in (None, *LEVELS), f"level must be one of {', '.join(LEVELS)}, got {self.level!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DiscoveryError(message)
+from atlas.core.params import DEFAULT_TOP_N_NODES as DEFAULT_TOP_N_NODES  # re-exported
+from atlas.core.params import DiscoveryError as DiscoveryError
+from atlas.core.params import DiscoveryParams as DiscoveryParams
+from atlas.core.params import Level
 
 
 @dataclass

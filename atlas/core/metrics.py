@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 
 from atlas.core.pairs import Batch
+from atlas.core.params import METRICS
 
 Metric = Callable[[torch.Tensor, Batch], torch.Tensor]  # -> [batch]
-METRICS = ("logprob", "logit-diff")
 
 
 def object_logprob(logits: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -173,9 +173,65 @@ def circuits_show(circuit_id: int, url: str | None) -> None:
         _echo_json(circuit_detail(_engine(url), circuit_id))
 
 
+@circuits_group.command("recut")
+@click.argument("circuit_id", type=int)
+@click.option("--top-n", type=click.IntRange(min=1), required=True, help="Edges (nodes, node level) to keep.")
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def circuits_recut(circuit_id: int, top_n: int, url: str | None, as_json: bool) -> None:
+    """The circuit at another size, re-cut from its stored score matrix (nothing recomputed)."""
+    from dataclasses import asdict
+
+    from atlas.db.recut import recut
+
+    with _errors():
+        cut = recut(_engine(url), circuit_id, top_n)
+    if as_json:
+        _echo_json(asdict(cut))
+        return
+    click.echo(f"circuit {circuit_id} at top-{top_n}: {cut.n_nodes} nodes, {cut.n_edges} edges")
+    for edge in cut.edges[:20]:
+        score = "" if edge["score"] is None else f" {edge['score']:+.4g}"
+        click.echo(f"  {edge['edge']}{score}")
+    if cut.n_edges > 20:
+        click.echo(f"  ... {cut.n_edges - 20} more (--json for all)")
+
+
+@circuits_group.command("export")
+@click.argument("circuit_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["dot", "eap-ig"]), default="dot", show_default=True)
+@url_option
+def circuits_export(circuit_id: int, fmt: str, url: str | None) -> None:
+    """The circuit as Graphviz DOT, or as the EAP-IG library's graph JSON."""
+    from atlas.db.browse import circuit_dot, eap_graph_json
+
+    with _errors():
+        engine = _engine(url)
+        if fmt == "dot":
+            click.echo(circuit_dot(engine, circuit_id))
+        else:
+            _echo_json(eap_graph_json(engine, circuit_id))
+
+
 @click.group("query")
 def query_group() -> None:
     """Questions across catalogued circuits."""
+
+
+@query_group.command("component")
+@click.argument("name")
+@click.option("--model", default=None)
+@click.option("--category", default=None)
+@click.option("--method", default=None)
+@url_option
+def query_component(
+    name: str, model: str | None, category: str | None, method: str | None, url: str | None
+) -> None:
+    """Where one head or MLP (a3.h1, m5) appears: relations and circuits per model, and edits (JSON)."""
+    from atlas.db.browse import component_appearances
+
+    with _errors():
+        _echo_json(component_appearances(_engine(url), name, model, category, method))
 
 
 @query_group.command("recurring")
@@ -211,19 +267,26 @@ def query_recurring(
 @click.option("--min-models", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--category", default=None)
 @click.option("--method", default=None)
+@click.option("--role", type=click.Choice(["mover", "relation", "mix", "other"]), default=None)
 @url_option
 @click.option("--json", "as_json", is_flag=True)
 def query_across_models(
-    bins: int, min_models: int, category: str | None, method: str | None, url: str | None, as_json: bool
+    bins: int,
+    min_models: int,
+    category: str | None,
+    method: str | None,
+    role: str | None,
+    url: str | None,
+    as_json: bool,
 ) -> None:
-    """Heads and MLPs in the circuits of several models, matched by kind and relative depth."""
+    """Heads and MLPs in the circuits of several models, matched by kind and relative depth (and role)."""
     from dataclasses import asdict
 
     from atlas.db.cross_model import components_across_models
 
     with _errors():
         found = components_across_models(
-            _engine(url), bins=bins, min_models=min_models, category=category, method=method
+            _engine(url), bins=bins, min_models=min_models, category=category, method=method, role=role
         )
     if as_json:
         _echo_json([{**asdict(g), "n_models": g.n_models} for g in found])
@@ -286,7 +349,76 @@ def query_overlap(
         click.echo(f"{row_id:>6}" + "".join(f"{v:>7.3f}" for v in cells))
 
 
-GROUPS = (db_group, corpus_group, circuits_group, query_group)
+@click.group("jobs")
+def jobs_group() -> None:
+    """Queued and finished jobs, with their progress."""
+
+
+def _job_line(job: dict[str, Any]) -> str:
+    p = job["progress"]
+    relations = ",".join(job["request"].get("relations", []))
+    facts = f" facts {p['facts_done']}/{p['facts_total']}" if p["facts_total"] else ""
+    current = f" at {p['current_relation']}" if p["current_relation"] and job["status"] == "running" else ""
+    outcome = f" circuits {job['circuit_ids']}" if job["circuit_ids"] else ""
+    error = f" error: {job['error']}" if job["error"] else ""
+    return (
+        f"job {job['id']:>5} {job['status']:<9} {job['model']} [{relations}] relations "
+        f"{p['relations_done']}/{p['relations_total']}{current}{facts}{outcome}{error}"
+    )
+
+
+@jobs_group.command("show")
+@click.argument("job_id", type=int)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def jobs_show(job_id: int, url: str | None, as_json: bool) -> None:
+    """One job: what was asked, its status and progress, its circuits or its error."""
+    from atlas.db.jobs import get_job
+
+    with _errors():
+        job = get_job(_engine(url), job_id)
+    if as_json:
+        _echo_json(job)
+    else:
+        click.echo(_job_line(job))
+
+
+@jobs_group.command("list")
+@click.option("--status", type=click.Choice(["queued", "running", "done", "failed", "cancelled"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option(
+    "--after", type=int, default=None, help="Show jobs older than this id (the previous page's next)."
+)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def jobs_list(status: str | None, limit: int, after: int | None, url: str | None, as_json: bool) -> None:
+    """Jobs, newest first."""
+    from atlas.db.jobs import list_jobs
+
+    with _errors():
+        items, cursor = list_jobs(_engine(url), status, after, limit)
+    if as_json:
+        _echo_json({"items": items, "next": cursor})
+        return
+    for job in items:
+        click.echo(_job_line(job))
+    if cursor is not None:
+        click.echo(f"more: --after {cursor}")
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id", type=int)
+@url_option
+def jobs_cancel(job_id: int, url: str | None) -> None:
+    """Cancel a queued job (a running job cannot be cancelled)."""
+    from atlas.db.jobs import cancel_job
+
+    with _errors():
+        cancel_job(_engine(url), job_id)
+    click.echo(f"job {job_id} cancelled")
+
+
+GROUPS = (db_group, corpus_group, circuits_group, query_group, jobs_group)
 
 
 def register(main: click.Group) -> None:

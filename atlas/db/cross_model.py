@@ -1,8 +1,8 @@
 """Components that recur across models, matched by kind and relative depth.
 
 Models differ in depth and width, so a head of one model is matched to heads of another by where it sits:
-its relative depth `(layer + 0.5) / n_layers`, binned into `bins` equal ranges. Matching by role (mover,
-relation, mixture heads) joins this once head roles are catalogued.
+its relative depth `(layer + 0.5) / n_layers`, binned into `bins` equal ranges, and optionally by role: only
+heads catalogued with that role in a circuit (`mover`, `relation`, `mix`) count.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from atlas.db.models import Circuit, CircuitNode, Component, Model, Relation, Run
+from atlas.db import CatalogueError
+from atlas.db.models import ROLES, Circuit, CircuitNode, Component, HeadRole, Model, Relation, Run
 from atlas.db.store import transaction
 
 
@@ -38,11 +39,15 @@ def components_across_models(
     min_models: int = 2,
     category: str | None = None,
     method: str | None = None,
+    role: str | None = None,
 ) -> list[DepthGroup]:
     """Heads and MLPs in circuits of at least `min_models` models, grouped by kind and relative depth,
-    with the models, the relations and the number of circuits in each group; most models first."""
+    with the models, the relations and the number of circuits in each group; most models first. With `role`,
+    only heads with that role in the circuit."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
+    if role is not None and role not in ROLES:
+        raise CatalogueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     # Integer arithmetic, the same on every backend: floor((layer + 0.5) / n_layers * bins).
     depth_bin = ((2 * Component.layer + 1) * bins) // (2 * Model.n_layers)
     query = (
@@ -59,6 +64,11 @@ def components_across_models(
         query = query.where(Relation.category == category)
     if method is not None:
         query = query.where(Run.method == method)
+    if role is not None:
+        query = query.join(
+            HeadRole,
+            (HeadRole.circuit_id == CircuitNode.circuit_id) & (HeadRole.component_id == Component.id),
+        ).where(HeadRole.role == role)
     models: dict[tuple[str, int], set[str]] = defaultdict(set)
     relations: dict[tuple[str, int], set[str]] = defaultdict(set)
     circuits: dict[tuple[str, int], set[int]] = defaultdict(set)

@@ -38,6 +38,11 @@ NAMING_CONVENTION = {
 # Component kinds and run states.
 KINDS = ("input", "head", "mlp", "logits")
 STATUSES = ("running", "done", "failed")
+# Job states: queued -> running -> done | failed; a queued job may be cancelled.
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+JOB_KINDS = ("discover", "edit")
+# Head roles (atlas.core.roles.ROLES; restated so the catalogue does not import torch).
+ROLES = ("mover", "relation", "mix", "other")
 
 
 def utcnow() -> datetime:
@@ -196,6 +201,14 @@ class Circuit(Base):
     score_cols: Mapped[int]
     score_dtype: Mapped[str] = mapped_column(String(16))
     scores: Mapped[bytes] = mapped_column(LargeBinary)
+    # The circuit's members as sorted little-endian int32 indices of atlas.core.graph.Graph: the writer
+    # indices of its heads and MLPs, and the flat indices (writer * n_readers + reader) of its edges; the same
+    # sets as its in-circuit rows of circuit_nodes and circuit_edges, for the overlap matrix. Written with the
+    # circuit (NULL only in a row written by hand; migration 0003 filled the circuits stored before it).
+    node_set: Mapped[bytes | None] = mapped_column(LargeBinary)
+    edge_set: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Head roles: the thresholds, the number of prompts and the counts per role (rows in head_roles).
+    roles: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="circuit")
@@ -257,28 +270,118 @@ class Evaluation(Base):
 
 
 class Edit(Base):
-    """Room for knowledge edits (ROME, MEMIT, ...) of a model's fact; not written yet."""
+    """A knowledge edit (ROME, FT-M, ...) of one fact in a model, and what it did: the outcome metrics
+    (efficacy, generalization, locality, the old object's fate), the logit lens of the new object in the
+    edited model, and the change of the edited fact's circuit (edges in `diff`, heads and MLPs in
+    `edit_components`). `request_key` is the sha256 of everything that changes the result, so a repeated edit
+    is found, not redone."""
 
     __tablename__ = "edits"
+    __table_args__ = (UniqueConstraint("model_id", "request_key"), Index(None, "method", "layer"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    relation_id: Mapped[int] = mapped_column(ForeignKey("relations.id", ondelete="CASCADE"), index=True)
     fact_id: Mapped[int | None] = mapped_column(ForeignKey("facts.id", ondelete="SET NULL"), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    old_object: Mapped[str] = mapped_column(Text)
+    new_object: Mapped[str] = mapped_column(Text)
     method: Mapped[str] = mapped_column(String(32))
-    new_object: Mapped[str | None] = mapped_column(Text)
-    params: Mapped[dict[str, Any] | None]
-    weights_sha256: Mapped[str | None] = mapped_column(String(64))  # of the edited model
+    layer: Mapped[int]
+    params: Mapped[dict[str, Any]]
+    request_key: Mapped[str] = mapped_column(String(64))
+    edited_sha256: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[dict[str, Any]]
+    update: Mapped[dict[str, Any]]  # the weight change: norms, steps, losses, method details
+    lens: Mapped[list[Any] | None]  # logit lens of the new object in the edited model, per component
+    diff: Mapped[dict[str, Any] | None]  # the edited fact's circuit before vs after
+    seconds: Mapped[dict[str, Any] | None]
+    code_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class EditComponent(Base):
+    """A head or MLP of the edited fact's circuit before or after an edit: gained, lost or kept, with its
+    score before and after (None where it was not scored)."""
+
+    __tablename__ = "edit_components"
+
+    edit_id: Mapped[int] = mapped_column(ForeignKey("edits.id", ondelete="CASCADE"), primary_key=True)
+    component_id: Mapped[int] = mapped_column(
+        ForeignKey("components.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    change: Mapped[str] = mapped_column(String(8))  # "gained", "lost", "kept"
+    score_before: Mapped[float | None]
+    score_after: Mapped[float | None]
+
+
 class HeadRole(Base):
-    """Room for roles of heads and MLPs (mover, relation, mixture heads, ...); not written yet."""
+    """The role of a head in a circuit, from its attention at the last position: `mover` (to the subject),
+    `relation` (to the relation words), `mix` (both) or `other`; with the attention masses and the rank of the
+    object when the head's output is read through the unembedding (logit lens). The thresholds are stored
+    with the circuit (`circuits.roles`)."""
 
     __tablename__ = "head_roles"
-    __table_args__ = (UniqueConstraint("component_id", "role"),)
+    __table_args__ = (Index(None, "role", "component_id"),)
+
+    circuit_id: Mapped[int] = mapped_column(ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True)
+    component_id: Mapped[int] = mapped_column(
+        ForeignKey("components.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    subject_attention: Mapped[float]
+    relation_attention: Mapped[float]
+    object_rank: Mapped[int | None]
+
+
+class Analysis(Base):
+    """A relation-level analysis of a model (`hallucination`, `icl`) and its result, keyed by its parameters
+    so a repeated analysis is found, not redone."""
+
+    __tablename__ = "analyses"
+    __table_args__ = (UniqueConstraint("kind", "model_id", "relation_id", "params_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    component_id: Mapped[int] = mapped_column(ForeignKey("components.id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(64))
-    evidence: Mapped[dict[str, Any] | None]
-    circuit_id: Mapped[int | None] = mapped_column(ForeignKey("circuits.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    relation_id: Mapped[int] = mapped_column(ForeignKey("relations.id", ondelete="CASCADE"), index=True)
+    params: Mapped[dict[str, Any]]
+    params_key: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]]
+    seconds: Mapped[float | None]
+    code_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A queued unit of work ("circuits of these relations in this model, with this method") and its
+    progress. Job state lives here, not in a Celery result backend: any worker on any machine that shares
+    the database can claim it, and the API reads it. `request` holds what was asked (kind-specific JSON);
+    `request_key` is its sha256, so an identical job already queued or running is found, not queued twice."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index(None, "status", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    model_name: Mapped[str] = mapped_column(String(200))
+    request: Mapped[dict[str, Any]]
+    request_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    relations_total: Mapped[int]
+    relations_done: Mapped[int] = mapped_column(default=0)
+    current_relation: Mapped[str | None] = mapped_column(String(200))
+    facts_done: Mapped[int] = mapped_column(default=0)
+    facts_total: Mapped[int] = mapped_column(default=0)
+    circuit_ids: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    # Seconds spent in the job function itself (model load included), for the queue-overhead figure.
+    work_seconds: Mapped[float | None]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import combinations
 from typing import Any
 
-from sqlalchemy import Engine, String, and_, cast, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Engine, and_, select
+from sqlalchemy.orm import Session, aliased, defer
 
 from atlas.db import CatalogueError
 from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Model, Relation, Run
-from atlas.db.store import transaction
+from atlas.db.store import MEMBER_DTYPE, transaction
 
 
 @dataclass
@@ -80,7 +80,12 @@ class OverlapMatrix:
     edge_jaccard: list[list[float]]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The matrices as they are (shared, not copied): `asdict` would rebuild n * n floats one by one.
+        return {
+            "circuits": [asdict(c) for c in self.circuits],
+            "node_jaccard": self.node_jaccard,
+            "edge_jaccard": self.edge_jaccard,
+        }
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -98,50 +103,93 @@ def recurring_components(
 ) -> list[RecurringComponent]:
     """Heads and MLPs of `model` (by name) in the circuits of at least `min_count` relations, most relations
     first, then in graph order. Filters: the relations' category, the runs' method."""
-    # Distinct (component id, relation id) pairs, small integers, named afterwards: DISTINCT over names is
-    # about twice as slow on a large catalogue.
-    query = (
+    import numpy as np
+
+    def filtered(query: Any) -> Any:
+        query = query.join(Run, Circuit.run_id == Run.id).join(Model, Run.model_id == Model.id)
+        query = query.where(Model.name == model)
+        if category is not None:
+            query = query.join(Relation, Run.relation_id == Relation.id).where(Relation.category == category)
+        return query.where(Run.method == method) if method is not None else query
+
+    # PostgreSQL: one row per circuit with its heads and MLPs (`Circuit.node_set`, writer indices), not a row
+    # per node. SQLite: a column after the score blob in a row is reached by walking the blob's overflow pages
+    # (about 0.4 ms a circuit), so there the distinct (component, relation) pairs of the node rows instead.
+    sets_query = filtered(
+        select(Circuit.id, Run.relation_id, Run.model_id, Model.n_layers, Model.n_heads, Circuit.node_set)
+    )
+    pairs_query = filtered(
         select(CircuitNode.component_id, Run.relation_id)
         .distinct()
         .select_from(CircuitNode)
         .join(Circuit, CircuitNode.circuit_id == Circuit.id)
-        .join(Run, Circuit.run_id == Run.id)
-        .join(Model, Run.model_id == Model.id)
-        .where(CircuitNode.in_circuit, Model.name == model)
+        .where(CircuitNode.in_circuit)
     )
-    if category is not None:
-        query = query.join(Relation, Run.relation_id == Relation.id).where(Relation.category == category)
-    if method is not None:
-        query = query.where(Run.method == method)
     components_query = (
-        select(Component.id, Component.name, Component.kind, Component.layer, Component.head)
+        select(
+            Component.id, Component.model_id, Component.name, Component.kind, Component.layer, Component.head
+        )
         .join(Model, Component.model_id == Model.id)
         .where(Model.name == model, Component.kind.in_(("head", "mlp")))
     )
+    from_rows: dict[int, tuple[list[int], list[int]]] = {}
+    rows: list[Any]
+    pairs: list[Any]
     with transaction(target) as session:
         connection = session.connection()
-        pairs = connection.execute(query).all()
-        if not pairs:
+        if connection.dialect.name == "sqlite":
+            rows, pairs = [], list(connection.execute(pairs_query))
+        else:
+            rows, pairs = list(connection.execute(sets_query)), []
+            unfilled = {row[0]: (row[3], row[4]) for row in rows if row[5] is None}
+            from_rows = _member_sets_from_rows(connection, unfilled, edges=False) if unfilled else {}
+        if not rows and not pairs:
             return []
-        components = {row[0]: row[1:] for row in connection.execute(components_query)}
+        components = connection.execute(components_query).all()
         relation_names = dict(connection.execute(select(Relation.id, Relation.name)).all())
-    found: dict[str, RecurringComponent] = {}
-    relations: dict[str, set[str]] = {}  # by name: models of one name (other weights) count once
-    for component_id, relation_id in pairs:
-        component = components.get(component_id)
-        if component is None:  # input, logits
-            continue
-        name, kind, layer, head = component
-        found.setdefault(name, RecurringComponent(name, kind, layer, head, 0, []))
-        relations.setdefault(name, set()).add(relation_names[relation_id])
-    for name, entry in found.items():
-        entry.relations = sorted(relations[name])
-        entry.n_relations = len(entry.relations)
+    # Component names (models of one name count once), then which relations have a circuit holding each
+    # name: a [names, relations] 0/1 table filled in one step.
+    index_of: dict[str, int] = {}
+    described: dict[str, tuple[str, int | None, int | None]] = {}
+    for _, _, name, kind, layer, head in components:
+        index_of.setdefault(name, len(index_of))
+        described[name] = (kind, layer, head)
+    if pairs:
+        name_of_component = {c[0]: index_of[c[2]] for c in components}
+        names = np.asarray([name_of_component.get(c, -1) for c, _ in pairs], dtype=np.int64)
+        relation_ids = np.asarray([r for _, r in pairs], dtype=np.int64)
+    else:  # each model's writer indices as names
+        n_heads = {row[2]: row[4] for row in rows}
+        slot = {model_id: k for k, model_id in enumerate(n_heads)}
+        n_writers = 1 + max(r[3] * (r[4] + 1) for r in rows)  # the largest graph's writers
+        name_of_writer = np.full(len(slot) * n_writers, -1, dtype=np.int64)  # [model slot, writer] -> name
+        for _, model_id, name, kind, layer, head in components:
+            if model_id in slot:
+                writer = slot[model_id] * n_writers + _writer_index(kind, layer, head, n_heads[model_id])
+                name_of_writer[writer] = index_of[name]
+        parts = [
+            np.asarray(from_rows[row[0]][0], dtype=np.int64) if row[0] in from_rows else _members(row[5])
+            for row in rows
+        ]
+        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        writers = np.concatenate([np.zeros(0, dtype=np.int64), *parts]).astype(np.int64)
+        writers += np.repeat(np.asarray([slot[row[2]] * n_writers for row in rows], dtype=np.int64), lengths)
+        names = name_of_writer[writers]
+        relation_ids = np.repeat(np.asarray([row[1] for row in rows], dtype=np.int64), lengths)
+    stride = max(relation_names) + 1
+    held = np.zeros((len(index_of), stride), dtype=bool)
+    known = names >= 0
+    held[names[known], relation_ids[known]] = True
+    found: list[RecurringComponent] = []
+    for name, k in index_of.items():
+        in_relations = sorted(relation_names[r] for r in np.flatnonzero(held[k]).tolist())
+        if in_relations:
+            found.append(RecurringComponent(name, *described[name], len(in_relations), in_relations))
 
     def graph_order(c: RecurringComponent) -> tuple[int, int]:
         return (c.layer or 0, c.head if c.head is not None else 1 << 30)
 
-    kept = [c for c in found.values() if c.n_relations >= min_count]
+    kept = [c for c in found if c.n_relations >= min_count]
     return sorted(kept, key=lambda c: (-c.n_relations, *graph_order(c)))
 
 
@@ -153,6 +201,8 @@ def _summary_query() -> Any:
         .join(Model, Run.model_id == Model.id)
         .join(Relation, Run.relation_id == Relation.id)
         .outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
+        # Not the score matrix (0.5 MB a circuit on SmolLM2) nor the member sets: a summary needs neither.
+        .options(defer(Circuit.scores), defer(Circuit.node_set), defer(Circuit.edge_set))
     )
 
 
@@ -271,10 +321,151 @@ def compare_circuits(target: Engine | Session, ids: Sequence[int]) -> Comparison
     )
 
 
+QKV = {"q": 0, "k": 1, "v": 2}
+
+
+def _writer_index(kind: str, layer: int | None, head: int | None, n_heads: int) -> int:
+    """atlas.core.graph.Graph's writer index of a component (restated: this module does not import torch)."""
+    if kind == "input":
+        return 0
+    return 1 + (layer or 0) * (n_heads + 1) + (head if kind == "head" and head is not None else n_heads)
+
+
+def _reader_index(
+    kind: str, layer: int | None, head: int | None, port: str, n_layers: int, n_heads: int
+) -> int:
+    """Graph's reader index of a component's input (`port` q, k or v of a head, '' otherwise)."""
+    if kind == "logits":
+        return n_layers * (3 * n_heads + 1)
+    base = (layer or 0) * (3 * n_heads + 1)
+    return base + QKV[port] * n_heads + (head or 0) if kind == "head" else base + 3 * n_heads
+
+
+def _member_sets_from_rows(
+    connection: Any, shapes: dict[int, tuple[int, int]], edges: bool = True
+) -> dict[int, tuple[list[int], list[int]]]:
+    """`Circuit.node_set` and `edge_set` (as lists) of circuits whose columns are NULL (a row written by
+    hand), from their in-circuit node and edge rows: {circuit id: (writer indices, flat edge indices)};
+    `edges` False: the nodes only (the edge lists left empty)."""
+    ids = list(shapes)
+    found: dict[int, tuple[list[int], list[int]]] = {i: ([], []) for i in ids}
+    # Rows by circuit id only (the primary key's order), components looked up here: joined in SQL, SQLite
+    # would probe the node primary key once per component and id instead.
+    components = {
+        row[0]: row[1:]
+        for row in connection.execute(select(Component.id, Component.kind, Component.layer, Component.head))
+    }
+    for circuit_id, component_id in connection.execute(
+        select(CircuitNode.circuit_id, CircuitNode.component_id).where(
+            CircuitNode.circuit_id.in_(ids), CircuitNode.in_circuit
+        )
+    ):
+        kind, layer, head = components[component_id]
+        if kind in ("head", "mlp"):
+            found[circuit_id][0].append(_writer_index(kind, layer, head, shapes[circuit_id][1]))
+    if not edges:
+        return found
+    for circuit_id, writer_id, reader_id, port in connection.execute(
+        select(CircuitEdge.circuit_id, CircuitEdge.writer_id, CircuitEdge.reader_id, CircuitEdge.port).where(
+            CircuitEdge.circuit_id.in_(ids), CircuitEdge.in_circuit
+        )
+    ):
+        n_layers, n_heads = shapes[circuit_id]
+        n_readers = n_layers * (3 * n_heads + 1) + 1
+        (w_kind, w_layer, w_head), (r_kind, r_layer, r_head) = components[writer_id], components[reader_id]
+        w = _writer_index(w_kind, w_layer, w_head, n_heads)
+        r = _reader_index(r_kind, r_layer, r_head, port, n_layers, n_heads)
+        found[circuit_id][1].append(w * n_readers + r)
+    return found
+
+
+def _members(blob: bytes | None) -> Any:
+    """A `Circuit.node_set` or `edge_set` (not NULL) as an int32 array."""
+    import numpy as np
+
+    assert blob is not None
+    return np.frombuffer(blob, dtype=MEMBER_DTYPE)
+
+
+def _canonical(nodes: Any, edges: Any, shape: tuple[int, int], canonical: tuple[int, int]) -> tuple[Any, Any]:
+    """Writer and flat edge indices of a `shape` = (n_layers, n_heads) graph as the indices of the same names
+    in the `canonical` graph (at least as many layers and heads): circuits of models of one name but of
+    other shapes become comparable by name."""
+    import numpy as np
+
+    (n_layers, n_heads), (c_layers, c_heads) = shape, canonical
+
+    def writers(w: Any) -> Any:
+        layer, slot = np.divmod(w - 1, n_heads + 1)  # slot n_heads: the MLP
+        slot = np.where(slot == n_heads, c_heads, slot)
+        return np.where(w == 0, 0, 1 + layer * (c_heads + 1) + slot)
+
+    def readers(r: Any) -> Any:
+        layer, slot = np.divmod(r, 3 * n_heads + 1)  # slot: which * n_heads + head, or 3 * n_heads (MLP)
+        which, head = np.divmod(slot, max(n_heads, 1))
+        slot = np.where(slot == 3 * n_heads, 3 * c_heads, which * c_heads + head)
+        return np.where(
+            r == n_layers * (3 * n_heads + 1), c_layers * (3 * c_heads + 1), layer * (3 * c_heads + 1) + slot
+        )
+
+    n_readers, c_readers = n_layers * (3 * n_heads + 1) + 1, c_layers * (3 * c_heads + 1) + 1
+    w, r = np.divmod(edges, n_readers)
+    return writers(nodes), writers(w) * c_readers + readers(r)
+
+
+# A key (node or edge) in at most n / PAIRWISE_SHARE of the n circuits adds to the intersections pair by pair;
+# a more common one through a matrix product (the product costs n * n per key, the pairs count**2).
+PAIRWISE_SHARE = 12
+
+
+def _jaccard_matrix(rows: Any, keys: Any, n: int) -> Any:
+    """|a & b| / |a | b| between the circuits' key sets (row i: circuit i; (row, key) pairs unique), exactly
+    as `jaccard`, as an [n, n] float64 array. Intersections: the pairs of circuits sharing each rare key are
+    counted (integers), and the common keys' 0/1 membership matrix multiplied by its transpose (float32,
+    exact: counts far below 2**24). A key in one circuit adds to no intersection but its own."""
+    import numpy as np
+
+    if not keys.size:
+        return np.ones((n, n))  # every set empty
+    sizes = np.bincount(rows, minlength=n).astype(np.float64)
+    if keys.max() < 1 << 24:  # the keys index their counts directly (no sort)
+        column, count = keys, np.bincount(keys)
+    else:
+        _, column, count = np.unique(keys, return_inverse=True, return_counts=True)
+    limit = max(2, n // PAIRWISE_SHARE)
+    held = count[column]  # per member: how many circuits hold its key
+    rare = np.flatnonzero((held >= 2) & (held <= limit))
+    # The rare keys' members by how many circuits hold the key, then by key: each key's c circuits in a run.
+    rare = rare[np.argsort(held[rare] * (int(column.max()) + 1) + column[rare])]
+    rare_held, rare_rows = held[rare], rows[rare]
+    bounds = np.searchsorted(rare_held, np.arange(2, limit + 2))
+    pairs = [np.zeros(0, dtype=np.int64)]
+    for c, start, end in zip(range(2, limit + 1), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if end > start:
+            block = rare_rows[start:end].reshape(-1, c)  # the c circuits of each key held by c
+            pairs.append((block[:, :, None] * n + block[:, None, :]).ravel())
+    inter = np.bincount(np.concatenate(pairs), minlength=n * n).reshape(n, n).astype(np.float64)
+    common = count > limit
+    if common.any():
+        common_column = np.cumsum(common) - 1  # the common keys, numbered
+        member = np.zeros((n, int(common.sum())), dtype=np.float32)
+        selected = held > limit
+        member[rows[selected], common_column[column[selected]]] = 1.0
+        inter += member @ member.T
+    np.fill_diagonal(inter, sizes)
+    union = sizes[:, None] + sizes[None, :] - inter
+    return np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
+
+
 def overlap_matrix(
     target: Engine | Session, model: str, category: str | None = None, method: str | None = None
 ) -> OverlapMatrix:
-    """Jaccard of nodes and of edges between every pair of the model's circuits (rows in circuit id order)."""
+    """Jaccard of nodes and of edges between every pair of the model's circuits (rows in circuit id order).
+
+    Reads one row per circuit: its summary and its member sets (`Circuit.node_set`, `edge_set`: sorted graph
+    indices of its heads/MLPs and of its edges), not its node and edge rows. Models of one name are compared
+    by component names, so circuits of a model name with several graph shapes are mapped to one graph's
+    indices first."""
     import numpy as np
 
     query = select(Circuit.id).join(Run).join(Model).join(Relation).where(Model.name == model)
@@ -304,93 +495,52 @@ def overlap_matrix(
         Circuit.created_at,
     )
     summary_fields = [f.name for f in fields(CircuitSummary)]  # the columns above, in this order
-    summary_query = query.with_only_columns(*summary_columns).outerjoin(
-        discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery")
-    )
-    # Each circuit's heads and MLPs and its edges come back as one string of ids per circuit (and port),
-    # parsed by numpy: far fewer rows and Python objects than a row per node or edge.
-    selected = query.with_only_columns(Circuit.id)
-    nodes_query = (
-        select(
-            CircuitNode.circuit_id,
-            func.count(),
-            func.aggregate_strings(cast(CircuitNode.component_id, String), ","),
-        )
-        .join(Component, CircuitNode.component_id == Component.id)
-        .where(
-            CircuitNode.circuit_id.in_(selected), CircuitNode.in_circuit, Component.kind.in_(("head", "mlp"))
-        )
-        .group_by(CircuitNode.circuit_id)
-    )
-    pair = cast(CircuitEdge.writer_id, String) + "," + cast(CircuitEdge.reader_id, String)
-    edges_query = (
-        select(CircuitEdge.circuit_id, CircuitEdge.port, func.count(), func.aggregate_strings(pair, ","))
-        .where(CircuitEdge.circuit_id.in_(selected), CircuitEdge.in_circuit)
-        .group_by(CircuitEdge.circuit_id, CircuitEdge.port)
-    )
-    # Circuits are compared by names (models of one name may differ in weights, so in component ids).
-    names_query = select(Component.id, Component.name).join(Model).where(Model.name == model)
+    n_fields = len(summary_fields)
+    summary_query = query.with_only_columns(
+        *summary_columns, Model.n_layers, Model.n_heads, Circuit.node_set, Circuit.edge_set
+    ).outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
     with transaction(target) as session:
         connection = session.connection()  # Core rows: no ORM entities to build
-        rows: list[Any] = [tuple(row) for row in connection.execute(summary_query.order_by(Circuit.id))]
-        summaries = [
-            CircuitSummary(**dict(zip(summary_fields, (*row[:-1], row[-1].isoformat()), strict=True)))
-            for row in rows
-        ]
-        if not summaries:
+        rows: list[Any] = list(connection.execute(summary_query.order_by(Circuit.id)))
+        if not rows:
             return OverlapMatrix([], [], [])
-        names = connection.execute(names_query).all()
-        nodes = connection.execute(nodes_query).all()
-        edges = connection.execute(edges_query).all()
-    circuit_ids = np.asarray([c.id for c in summaries], dtype=np.int64)  # sorted: rows in circuit id order
-    index_of_name: dict[str, int] = {}
-    name_of_component = np.zeros(max((i for i, _ in names), default=0) + 1, dtype=np.int64)
-    for component_id, name in names:
-        name_of_component[component_id] = index_of_name.setdefault(name, len(index_of_name))
-    n_names = len(index_of_name)
-
-    def parse(groups: Sequence[Any], width: int) -> tuple[Any, Any]:
-        """The circuit row of each id (tuple) in the groups' strings, and the ids as [n, width]."""
-        counts = np.asarray([g[-2] for g in groups], dtype=np.int64)
-        rows = np.repeat(
-            np.searchsorted(circuit_ids, np.asarray([g[0] for g in groups], dtype=np.int64)), counts
+        unfilled = {
+            row[0]: (row[n_fields], row[n_fields + 1]) for row in rows if row[-1] is None or row[-2] is None
+        }
+        from_rows = _member_sets_from_rows(connection, unfilled) if unfilled else {}
+    summaries = [
+        CircuitSummary(
+            **dict(zip(summary_fields, (*row[: n_fields - 1], row[n_fields - 1].isoformat()), strict=True))
         )
-        text = ",".join(g[-1] for g in groups)
-        values = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, dtype=np.int64)
-        return rows, name_of_component[values.reshape(-1, width)]
-
-    def jaccard_matrix(rows: Any, keys: Any) -> list[list[float]]:
-        """|a & b| / |a | b| between the circuits' key sets (row i: circuit i), exactly as `jaccard`:
-        intersections by one product of 0/1 matrices over the keys in two circuits or more."""
-        n = len(summaries)
-        sizes = np.bincount(rows, minlength=n).astype(np.float64)  # (circuit, key) pairs are unique
-        if keys.size and keys.max() < 1 << 24:  # the keys index their counts directly (no sort)
-            column, count = keys, np.bincount(keys)
+        for row in rows
+    ]
+    n = len(rows)
+    node_parts, edge_parts = [], []
+    for row in rows:
+        if row[0] in from_rows:
+            nodes, edges = from_rows[row[0]]
+            node_parts.append(np.asarray(sorted(set(nodes)), dtype=np.int64))
+            edge_parts.append(np.asarray(sorted(set(edges)), dtype=np.int64))
         else:
-            _, column, count = np.unique(keys, return_inverse=True, return_counts=True)
-        in_two = count >= 2  # a key in one circuit only adds to no intersection but its own
-        shared_column = np.cumsum(in_two) - 1  # the keys in two circuits or more, numbered
-        shared = in_two[column]
-        member = np.zeros((n, int(in_two.sum())), dtype=np.float32)
-        member[rows[shared], shared_column[column[shared]]] = 1.0
-        inter = (member @ member.T).astype(np.float64)  # exact: counts far below 2**24
-        np.fill_diagonal(inter, sizes)
-        union = sizes[:, None] + sizes[None, :] - inter
-        result = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
-        return result.tolist()
+            node_parts.append(_members(row[-2]))
+            edge_parts.append(_members(row[-1]))
+    shapes = [(row[n_fields], row[n_fields + 1]) for row in rows]
+    if len(set(shapes)) > 1:  # one model name, several graph shapes: compare by name, in one index space
+        canonical = (max(s[0] for s in shapes), max(s[1] for s in shapes))
+        for i, shape in enumerate(shapes):
+            node_parts[i], edge_parts[i] = _canonical(
+                node_parts[i].astype(np.int64), edge_parts[i].astype(np.int64), shape, canonical
+            )
 
-    node_rows, node_names = parse(nodes, 1)
-    edge_rows, edge_names = parse(edges, 2)
-    ports: dict[str, int] = {}
-    port_codes = np.repeat(
-        np.asarray([ports.setdefault(g[1], len(ports)) for g in edges], dtype=np.int64),
-        np.asarray([g[2] for g in edges], dtype=np.int64),
-    )
-    edge_keys = (edge_names[:, 0] * n_names + edge_names[:, 1]) * max(1, len(ports)) + port_codes
+    def members(parts: list[Any]) -> tuple[Any, Any]:
+        """The circuit row of each member, and the members, as flat arrays."""
+        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n)
+        return np.repeat(np.arange(n), lengths), np.concatenate(parts).astype(np.int64)
+
     return OverlapMatrix(
         circuits=summaries,
-        node_jaccard=jaccard_matrix(node_rows, node_names[:, 0]),
-        edge_jaccard=jaccard_matrix(edge_rows, edge_keys),
+        node_jaccard=_jaccard_matrix(*members(node_parts), n).tolist(),
+        edge_jaccard=_jaccard_matrix(*members(edge_parts), n).tolist(),
     )
 
 

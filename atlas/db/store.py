@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from atlas.core.models import LoadedModel
 
 SCORE_DTYPE = "<f4"  # little-endian float32: exact for the float32 scores discovery produces
+MEMBER_DTYPE = "<i4"  # Circuit.node_set / edge_set: little-endian int32 graph indices
 RELATION_FIELDS = (
     "title",
     "category",
@@ -206,6 +207,18 @@ def add_facts(target: Engine | Session, relation_name: str, facts: Iterable[Corp
         return count
 
 
+def load_relation(target: Engine | Session, name: str) -> CorpusRelation:
+    """A catalogued relation with its facts (in insertion order), as the corpus reader would give it."""
+    with transaction(target) as session:
+        row = session.scalars(select(Relation).where(Relation.name == name)).one_or_none()
+        if row is None:
+            raise CatalogueError(f"unknown relation {name!r}: import it first (`atlas corpus import PATH`)")
+        facts = session.execute(
+            select(Fact.subject, Fact.object).where(Fact.relation_id == row.id).order_by(Fact.id)
+        ).all()
+        return _corpus_relation(row, tuple(CorpusFact(s, o) for s, o in facts))
+
+
 def _corpus_relation(row: Relation, facts: tuple[CorpusFact, ...]) -> CorpusRelation:
     return CorpusRelation(
         name=row.name,
@@ -333,8 +346,7 @@ def template_key(template: str | int | None) -> str:
 def run_key(params: DiscoveryParams, level: str) -> dict[str, Any]:
     """The run's parameter columns, normalized so equal runs have equal keys (no NULLs: NULLs never collide
     in a unique constraint)."""
-    from atlas.core.circuit import DEFAULT_TOP_N
-    from atlas.core.discover import DEFAULT_TOP_N_NODES
+    from atlas.core.params import DEFAULT_TOP_N, DEFAULT_TOP_N_NODES  # torch-free: the API looks runs up
 
     by_threshold = params.threshold is not None
     default_n = DEFAULT_TOP_N if level == "edge" else DEFAULT_TOP_N_NODES
@@ -529,6 +541,7 @@ def _store(
         score_cols=graph.n_readers if layout == "valid_edges" else 0,
         score_dtype=SCORE_DTYPE,
         scores=values,
+        **member_sets(graph, circuit),
     )
     session.add(row)
     session.flush()
@@ -557,6 +570,23 @@ def pack_scores(graph: Graph, scores: torch.Tensor, level: str) -> tuple[bytes, 
     else:
         values, layout = scores, "nodes"
     return np.ascontiguousarray(values.numpy(), dtype=SCORE_DTYPE).tobytes(), layout
+
+
+def member_sets(graph: Graph, circuit: CoreCircuit) -> dict[str, bytes]:
+    """`Circuit.node_set` and `edge_set`: the writer indices of the circuit's heads and MLPs and the flat
+    indices (writer * n_readers + reader) of its edges, sorted, as little-endian int32 (what its in-circuit
+    node and edge rows hold, in the graph's index spaces)."""
+    import numpy as np
+
+    if graph.n_writers * graph.n_readers > 2**31:
+        raise CatalogueError(f"a {graph.n_layers}x{graph.n_heads} graph's edges overflow int32 indices")
+    writer = {name: i for i, name in enumerate(graph.writer_names)}
+    nodes = sorted(writer[name] for name in set(circuit.nodes) if name in writer and name != "input")
+    edges = circuit.edges.detach().cpu().flatten().nonzero().flatten().numpy()  # row-major: sorted
+    return {
+        "node_set": np.asarray(nodes, dtype=MEMBER_DTYPE).tobytes(),
+        "edge_set": np.asarray(edges, dtype=MEMBER_DTYPE).tobytes(),
+    }
 
 
 def _node_scores(graph: Graph, scores: torch.Tensor, level: str) -> list[float | None]:

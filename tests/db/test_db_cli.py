@@ -80,6 +80,23 @@ def test_upgrade_import_list_and_queries(
     assert code == 0 and "0.667" in out
     code, out = _run(cli, "circuits", "show", str(ids[0]), "--database-url", url)
     assert code == 0 and len(json.loads(out)["edges"]) == 5
+    code, out = _run(cli, "circuits", "recut", str(ids[0]), "--top-n", "100", "--database-url", url, "--json")
+    cut = json.loads(out)
+    assert (
+        code == 0
+        and cut["top_n"] == 100
+        and 0 < cut["n_edges"] <= 100
+        and len(cut["edges"]) == cut["n_edges"]
+    )
+    code, out = _run(cli, "circuits", "export", str(ids[0]), "--database-url", url)
+    assert code == 0 and out.startswith("digraph") and out.count("->") >= 5
+    code, out = _run(cli, "circuits", "export", str(ids[0]), "--format", "eap-ig", "--database-url", url)
+    graph = json.loads(out)
+    assert sum(e["in_graph"] for e in graph["edges"].values()) == 5
+    code, out = _run(cli, "query", "component", "a0.h0", "--model", "tiny-llama", "--database-url", url)
+    assert code == 0 and "name_gender" in out
+    code, out = _run(cli, "query", "component", "x9", "--database-url", url)
+    assert code == 2 and "a<layer>.h<head>" in out
 
 
 def test_errors_are_one_line(cli: click.Group, url: str, tmp_path: Path) -> None:

@@ -1,0 +1,193 @@
+"""Jobs: schedule an extraction job, cancel a queued one (both behind the bearer token), read status and
+progress. A job's row in the catalogue is its state; the queue carries only its id (workers.enqueue)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, update
+
+from api.deps import EngineDep, SenderDep, WriteAccess
+from api.errors import ERROR_RESPONSES, ApiError, catalogue_status
+from api.schemas import (
+    MAX_PAGE,
+    ErrorBody,
+    FactList,
+    Id,
+    JobPage,
+    JobRequest,
+    JobStatus,
+    JobSubmission,
+    JobView,
+)
+from atlas.core.corpus import Fact as CorpusFact
+from atlas.core.corpus import Relation as CorpusRelation
+from atlas.core.params import DiscoveryParams
+from atlas.db import CatalogueError, queries
+from atlas.db.jobs import DiscoveryRequest, cancel_job, get_job, list_jobs, now, submit_job
+from atlas.db.models import Job
+from atlas.db.store import import_relations, transaction
+from atlas.json_safe import finite
+
+log = logging.getLogger("api.jobs")
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+JobId = Annotated[Id, Path(description="The job's id.")]
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No bearer token, or not the server's."},
+    403: {"model": ErrorBody, "description": "The server has no ATLAS_API_TOKEN: it accepts no writes."},
+}
+
+
+@router.get("", response_model=JobPage, summary="Jobs, newest first")
+def jobs(
+    engine: EngineDep,
+    status: Annotated[JobStatus | None, Query()] = None,
+    after: Annotated[Id | None, Query(description="The previous page's `next`.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    items, next_id = list_jobs(engine, status, after, limit)
+    return {"items": items, "next": next_id}
+
+
+@router.get("/{job_id}", response_model=JobView, summary="A job's status and progress")
+def job(engine: EngineDep, job_id: JobId) -> dict[str, Any]:
+    """What was asked, its status (queued, running, done, failed, cancelled), progress (relations and facts
+    done), its circuits when done, or the error when failed."""
+    return get_job(engine, job_id)
+
+
+def _params(body: JobRequest) -> DiscoveryParams:
+    return DiscoveryParams(
+        method=body.method,
+        ig_steps=body.ig_steps,
+        metric=body.metric,
+        top_n=body.top_n,
+        threshold=body.threshold,
+        max_facts=body.max_facts,
+        heldout_fraction=body.heldout_fraction,
+        template=body.template,
+        ablation=body.ablation,
+        batch_size=body.batch_size,
+        seed=body.seed,
+        curve=body.curve,
+        known_only=body.known_only,
+        level=body.level,
+    )
+
+
+def _store_fact_list(engine: Engine, facts: FactList) -> str:
+    """The fact list as a catalogued relation (found if stored before with the same content)."""
+    relation = CorpusRelation(
+        name=facts.relation,
+        title=facts.title or facts.relation.replace("_", " "),
+        category=facts.category,
+        domain="",
+        range="",
+        symmetric=False,
+        prompt_templates=(),
+        prompt_templates_zs=(facts.template,),
+        facts=tuple(dict.fromkeys(CorpusFact(f.subject.strip(), f.object.strip()) for f in facts.facts)),
+        source="api",
+    )
+    try:
+        import_relations(engine, [relation])
+    except CatalogueError as error:
+        raise ApiError(catalogue_status(str(error)), f"body.facts: {error}") from None
+    return relation.name
+
+
+def _fail_unsent(engine: Engine, job_id: int, reason: str) -> None:
+    """A job whose id never reached the queue: failed, so it is not left queued forever (and an identical
+    request later queues a new one)."""
+    with transaction(engine, write=True) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="failed", error=reason, finished_at=now())
+        )
+
+
+@router.post(
+    "",
+    response_model=JobSubmission,
+    status_code=201,
+    summary="Schedule an extraction job",
+    dependencies=[WriteAccess],
+    responses={
+        **AUTH_RESPONSES,
+        200: {"model": JobSubmission, "description": "An identical job, or the stored runs: nothing new."},
+        409: {"model": ErrorBody, "description": "The fact list's relation name is taken by other facts."},
+        503: {"model": ErrorBody, "description": "The job queue (broker) is unreachable; nothing queued."},
+    },
+)
+def schedule(engine: EngineDep, sender: SenderDep, body: JobRequest) -> JSONResponse:
+    """Circuits of `relations` (catalogued relations) or of a fact list in `model`, with `method`, `ig_steps`
+    and the selection (`top_n` edges or a `threshold`). Returns 201 and the new job; 200 and the job when an
+    identical one is already queued or running; 200 and no job with the stored circuits when every run
+    asked for is already in the catalogue (a duplicate of finished runs is not run again)."""
+    relations = list(body.relations)
+    if body.facts is not None:
+        name = _store_fact_list(engine, body.facts)
+        relations.append(name)
+    request = DiscoveryRequest(body.model, tuple(relations), _params(body))
+    submission = submit_job(engine, request, body.queue)  # JobError: 404 unknown relation, else 422
+    if submission.job_id is None:
+        circuits = [asdict(c) for c in _summaries(engine, list(submission.existing_circuits.values()))]
+        result = {
+            "created": False,
+            "message": "every run asked for is already in the catalogue: these are its circuits",
+            "job": None,
+            "existing_circuits": submission.existing_circuits,
+            "circuits": circuits,
+        }
+        return _json(200, result)
+    if submission.created:
+        try:
+            sender(submission.job_id, body.queue)
+        except Exception as error:  # the broker is down or refuses: kombu and redis raise many kinds
+            log.error("job %s: could not be queued: %s", submission.job_id, type(error).__name__)
+            _fail_unsent(engine, submission.job_id, f"could not be queued: {type(error).__name__}")
+            raise ApiError(
+                503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
+            ) from None
+    view = get_job(engine, submission.job_id)
+    result = {
+        "created": submission.created,
+        "message": "job queued" if submission.created else "an identical job is already queued or running",
+        "job": view,
+        "existing_circuits": submission.existing_circuits,
+        "circuits": [asdict(c) for c in _summaries(engine, list(submission.existing_circuits.values()))],
+    }
+    headers = {"Location": f"/jobs/{submission.job_id}"}
+    return _json(201 if submission.created else 200, result, headers)
+
+
+def _summaries(engine: Engine, ids: list[int]) -> list[queries.CircuitSummary]:
+    if not ids:
+        return []
+    found: list[queries.CircuitSummary] = []
+    for circuit_id in ids:
+        page = queries.list_circuits(engine, after=circuit_id - 1, limit=1)
+        found += [c for c in page.items if c.id == circuit_id]
+    return found
+
+
+def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(finite(content), status_code=status, headers=headers)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobView,
+    summary="Cancel a queued job",
+    dependencies=[WriteAccess],
+    responses={**AUTH_RESPONSES, 409: {"model": ErrorBody, "description": "The job is not queued."}},
+)
+def cancel(engine: EngineDep, job_id: JobId) -> dict[str, Any]:
+    """A queued job is cancelled (a worker that later receives it does nothing); a running or finished job
+    cannot be (409)."""
+    return cancel_job(engine, job_id)

@@ -1,0 +1,373 @@
+"""Wire schemas: what the API accepts and returns, apart from the catalogue's tables (atlas.db.models)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from atlas.core.corpus import CATEGORIES
+
+MAX_ID = 2**31 - 1  # ids are 32-bit in the schema: larger ones are rejected (422), not sent to the database
+MAX_PAGE = 500
+
+# Printable text: no control characters (PostgreSQL cannot store NUL; none belongs in a name).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RelationName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+]
+ComponentName = Annotated[str, StringConstraints(pattern=r"^(a[0-9]{1,4}\.h[0-9]{1,4}|m[0-9]{1,4})$")]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Category = Literal["factual", "commonsense", "linguistic", "bias"]
+Method = Literal["eap", "eap-ig"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+assert set(CATEGORIES) == set(Category.__args__)  # type: ignore[attr-defined]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where the bad value is: `query.limit`, `body.relations.0`, `path.id`.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a message a person can act on, and for bad parameters the fields at fault."""
+
+    message: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------------- catalogue
+
+
+class ModelView(BaseModel):
+    id: int
+    name: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    dtype: str
+    weights_sha256: str
+    n_circuits: int
+    created_at: str | None
+
+
+class ModelPage(BaseModel):
+    items: list[ModelView]
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class RelationView(BaseModel):
+    id: int
+    name: str
+    title: str
+    category: str
+    domain: str
+    range: str
+    symmetric: bool
+    prompt_templates: list[str]
+    prompt_templates_zs: list[str]
+    content_sha256: str
+    n_facts: int
+    n_circuits: int
+
+
+class RelationPage(BaseModel):
+    items: list[RelationView]
+    next: int | None
+
+
+class FactView(BaseModel):
+    id: int
+    relation: str
+    subject: str
+    object: str
+
+
+class FactPage(BaseModel):
+    items: list[FactView]
+    next: int | None
+
+
+# --------------------------------------------------------------------------------------------- circuits
+
+
+class CircuitSummary(BaseModel):
+    id: int
+    model: str
+    relation: str
+    category: str
+    method: str
+    level: str
+    ig_steps: int
+    metric: str
+    selection: str
+    top_n: int
+    threshold: float
+    n_nodes: int
+    n_edges: int
+    hit_original: float | None
+    hit_circuit: float | None
+    hit_random: float | None
+    faithfulness: float | None
+    created_at: str
+
+
+class CircuitPage(BaseModel):
+    items: list[CircuitSummary]
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class NodeScore(BaseModel):
+    node: str
+    score: float | None
+
+
+class EdgeScore(BaseModel):
+    edge: str = Field(description="`writer->reader`, with the head input as `<q>`, `<k>` or `<v>`.")
+    score: float | None
+
+
+class CircuitDetail(CircuitSummary):
+    n_random_edges: int
+    run: dict[str, Any] = Field(description="The run's parameters, status, fact counts and timings.")
+    evaluations: dict[str, Any] = Field(description="Per split (discovery, heldout): Hit@10, faithfulness.")
+    reproducibility: dict[str, Any] = Field(
+        description="Model (architecture, shape, dtype, weights sha256), relation content hash, corpus "
+        "hash, code version, seed, template, and the stored score matrix's layout."
+    )
+    nodes: list[NodeScore]
+    edges: list[EdgeScore]
+
+
+class RecutView(BaseModel):
+    circuit_id: int
+    level: str
+    top_n: int
+    n_nodes: int
+    n_edges: int
+    nodes: list[NodeScore]
+    edges: list[EdgeScore]
+
+
+class EapGraph(BaseModel):
+    """EAP-IG's graph JSON (`Graph.to_json` / `Graph.from_json` of the eap-ig library)."""
+
+    cfg: dict[str, Any]
+    nodes: dict[str, dict[str, Any]]
+    edges: dict[str, dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------- components
+
+
+class RecurringComponent(BaseModel):
+    component: str
+    kind: str
+    layer: int | None
+    head: int | None
+    n_relations: int
+    relations: list[str]
+
+
+class RecurringView(BaseModel):
+    model: str
+    category: str | None
+    method: str | None
+    min_count: int
+    components: list[RecurringComponent]
+
+
+class CircuitAppearance(BaseModel):
+    id: int
+    method: str
+    score: float | None
+
+
+class RelationAppearance(BaseModel):
+    relation: str
+    category: str
+    circuits: list[CircuitAppearance]
+
+
+class ModelAppearance(BaseModel):
+    model: str
+    n_layers: int
+    relative_depth: float
+    n_circuits: int
+    n_relations: int
+    relations: list[RelationAppearance]
+
+
+class EditAppearance(BaseModel):
+    """A knowledge edit whose edited fact's circuit gained, lost or kept the component."""
+
+    id: int
+    model: str
+    relation: str
+    subject: str
+    old_object: str
+    new_object: str
+    method: str
+    layer: int
+    change: str = Field(description="`gained`, `lost` or `kept` by the edited fact's circuit.")
+    score_before: float | None
+    score_after: float | None
+
+
+class ComponentView(BaseModel):
+    component: str
+    kind: str
+    layer: int
+    head: int | None
+    n_models: int
+    n_relations: int
+    n_circuits: int
+    relations: list[str]
+    models: list[ModelAppearance]
+    edits: list[EditAppearance]
+
+
+class PairJaccard(BaseModel):
+    a: int
+    b: int
+    node_jaccard: float
+    edge_jaccard: float
+
+
+class ComparisonView(BaseModel):
+    circuits: list[CircuitSummary]
+    shared_nodes: list[str]
+    shared_edges: list[str]
+    node_jaccard: float
+    edge_jaccard: float
+    pairwise: list[PairJaccard]
+
+
+class OverlapView(BaseModel):
+    circuits: list[CircuitSummary]
+    node_jaccard: list[list[float]]
+    edge_jaccard: list[list[float]]
+
+
+# ------------------------------------------------------------------------------------------------- jobs
+
+
+class JobProgress(BaseModel):
+    relations_done: int
+    relations_total: int
+    current_relation: str | None
+    facts_done: int
+    facts_total: int
+
+
+class JobView(BaseModel):
+    id: int
+    kind: str
+    queue: str
+    model: str
+    request: dict[str, Any]
+    status: str
+    progress: JobProgress
+    circuit_ids: list[int]
+    error: str | None
+    attempts: int
+    worker: str | None
+    work_seconds: float | None
+    created_at: str | None
+    started_at: str | None
+    heartbeat_at: str | None
+    finished_at: str | None
+
+
+class JobPage(BaseModel):
+    items: list[JobView]
+    next: int | None
+
+
+class FactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: Text
+    object: Text
+
+
+class FactList(BaseModel):
+    """Facts to find a circuit for, stored as a relation of their own (the same name and content again is
+    the same relation; the same name with other content is refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+    relation: RelationName = Field(description="A name for the relation these facts form.")
+    template: Text = Field(
+        description="The prompt, with `{}` where the subject goes: `The capital of {} is`."
+    )
+    category: Category = "factual"
+    title: str = Field("", max_length=200)
+    facts: list[FactIn] = Field(min_length=2, max_length=10_000)
+
+    @field_validator("template")
+    @classmethod
+    def one_slot(cls, template: str) -> str:
+        if template.count("{}") != 1:
+            raise ValueError(f"a template needs exactly one '{{}}', found {template.count('{}')}")
+        return template
+
+
+class JobRequest(BaseModel):
+    """An extraction job: circuits of these relations (catalogued ones, or a fact list) in this model."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Name = Field(description="A model name `atlas models` lists: `smollm2-135m`, `tiny-llama`, ...")
+    relations: list[RelationName] = Field(default_factory=list, max_length=200)
+    facts: FactList | None = None
+    method: Method = "eap-ig"
+    ig_steps: int = Field(5, ge=1, le=100, description="EAP-IG interpolation steps (1 for EAP).")
+    metric: Literal["logprob", "logit-diff"] = "logprob"
+    top_n: int | None = Field(None, ge=1, le=1_000_000, description="Circuit size in edges (default 300).")
+    threshold: float | None = Field(
+        None, ge=0, description="Instead of top_n: every edge with |score| >= it."
+    )
+    max_facts: int = Field(32, ge=1, le=10_000)
+    heldout_fraction: float = Field(0.5, ge=0, lt=1)
+    template: Annotated[int, Field(ge=0, le=1000)] | Text | None = None
+    ablation: Literal["corrupt", "zero", "mean"] = "corrupt"
+    batch_size: int = Field(16, ge=1, le=1024)
+    seed: int = Field(0, ge=0, le=MAX_ID)
+    curve: bool = True
+    known_only: bool = True
+    level: Literal["edge", "node"] | None = None
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+    @field_validator("threshold")
+    @classmethod
+    def finite_threshold(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("threshold must be a finite number")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def template_slot(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value.count("{}") != 1:
+            raise ValueError(f"a template needs exactly one '{{}}', found {value.count('{}')}")
+        return value
+
+    @model_validator(mode="after")
+    def consistent(self) -> JobRequest:
+        if not self.relations and self.facts is None:
+            raise ValueError("give `relations` (catalogued relation names) or `facts` (a fact list)")
+        if self.top_n is not None and self.threshold is not None:
+            raise ValueError("give `top_n` or `threshold`, not both")
+        return self
+
+
+class JobSubmission(BaseModel):
+    """What POST /jobs did: queued a new job (created), found an identical job already queued or running,
+    or found every run asked for already in the catalogue (no job; `circuits` are those runs)."""
+
+    created: bool
+    message: str
+    job: JobView | None
+    existing_circuits: dict[str, int]
+    circuits: list[CircuitSummary]

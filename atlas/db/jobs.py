@@ -1,0 +1,328 @@
+"""Jobs in the catalogue: submit (validated, deduplicated), claim, report progress, finish, cancel, read.
+
+A job row is the single source of truth for queued work: the queue only carries its id. Workers claim a job
+with one conditional UPDATE, so a message delivered twice (a redelivery after a lost worker, a retry) never
+runs the job twice at once, and a job whose worker died (its heartbeat stale) is taken over by the next
+delivery. Nothing here imports torch: the API submits and reads jobs without the model stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import CursorResult, Engine, select, update
+from sqlalchemy.orm import Session
+
+from atlas.core.params import DiscoveryError, DiscoveryParams
+from atlas.db import CatalogueError
+from atlas.db.models import Job, Relation
+from atlas.db.store import default_code_version, find_circuit, transaction
+
+QUEUES = ("cpu", "gpu")
+ACTIVE = ("queued", "running")
+Claim = Literal["claimed", "finished", "busy"]
+
+
+class JobError(CatalogueError):
+    """A job cannot be submitted or changed as asked; nothing was queued or changed."""
+
+
+@dataclass(frozen=True)
+class DiscoveryRequest:
+    """What a discovery job is asked to do: circuits of these relations (already in the catalogue) in this
+    model, with these parameters."""
+
+    model: str
+    relations: tuple[str, ...]
+    params: DiscoveryParams
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "relations": list(self.relations), "params": asdict(self.params)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DiscoveryRequest:
+        return cls(data["model"], tuple(data["relations"]), DiscoveryParams(**data["params"]))
+
+    def key(self) -> str:
+        canonical = json.dumps({"kind": "discover", **self.to_json()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Submission:
+    """The job that will do the work (new or an identical one already queued or running), or, when every
+    run asked for is already in the catalogue, no job and those circuits."""
+
+    job_id: int | None
+    created: bool
+    existing_circuits: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones."""
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def validate_request(session: Session, request: DiscoveryRequest, queue: str) -> None:
+    if not request.model.strip():
+        raise JobError("model must be given")
+    if not request.relations:
+        raise JobError("relations must name at least one relation")
+    if queue not in QUEUES:
+        raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
+    try:
+        request.params.validate()
+    except DiscoveryError as error:
+        raise JobError(str(error)) from None
+    known = set(session.scalars(select(Relation.name).where(Relation.name.in_(request.relations))))
+    missing = [name for name in request.relations if name not in known]
+    if missing:
+        raise JobError(
+            f"unknown relation {', '.join(map(repr, missing))}: import it first (`atlas corpus import PATH`)"
+        )
+
+
+def existing_circuits(target: Engine | Session, request: DiscoveryRequest) -> dict[str, int]:
+    """The stored circuit of each requested relation whose exact run is already in the catalogue (a
+    model's runs are looked up by name; the corpus hash is the relation's stored content hash)."""
+    found: dict[str, int] = {}
+    version = default_code_version()
+    with transaction(target) as session:
+        hashes = dict(
+            session.execute(
+                select(Relation.name, Relation.content_sha256).where(Relation.name.in_(request.relations))
+            )
+            .tuples()
+            .all()
+        )
+        for name in request.relations:
+            circuit = find_circuit(session, request.model, name, request.params, hashes[name], version)
+            if circuit is not None:
+                found[name] = circuit
+    return found
+
+
+def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
+    """Validate and record a discovery job (status "queued"); the caller sends its id to the queue. An
+    identical job already queued or running is returned instead; so are the circuits when every run asked
+    for is already stored. Bad input raises JobError and records nothing."""
+    request = DiscoveryRequest(request.model.strip(), tuple(dict.fromkeys(request.relations)), request.params)
+    key = request.key()
+    with transaction(target, write=True) as session:
+        validate_request(session, request, queue)
+        active = session.scalar(
+            select(Job.id).where(Job.request_key == key, Job.status.in_(ACTIVE)).order_by(Job.id).limit(1)
+        )
+        if active is not None:
+            return Submission(active, False, {})
+        stored = existing_circuits(session, request)
+        if len(stored) == len(request.relations):
+            return Submission(None, False, stored)
+        job = Job(
+            kind="discover",
+            queue=queue,
+            model_name=request.model,
+            request=request.to_json(),
+            request_key=key,
+            status="queued",
+            relations_total=len(request.relations),
+            relations_done=0,
+            facts_done=0,
+            facts_total=0,
+            circuit_ids=[],
+            attempts=0,
+        )
+        session.add(job)
+        session.flush()
+        return Submission(job.id, True, stored)
+
+
+def _job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobError(f"no job with id {job_id}")
+    return job
+
+
+def claim_job(target: Engine, job_id: int, worker: str, stale_after: float) -> Claim:
+    """Take a job for this worker: "claimed" (it is ours now; a queued job, or a running one whose
+    heartbeat is older than `stale_after` seconds: its worker died), "finished" (done, failed or
+    cancelled: nothing to do) or "busy" (another live worker runs it)."""
+    moment = now()
+    with transaction(target, write=True) as session:
+        claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job)
+            .where(
+                Job.id == job_id,
+                (Job.status == "queued")
+                | ((Job.status == "running") & (Job.heartbeat_at < moment - timedelta(seconds=stale_after))),
+            )
+            .values(
+                status="running",
+                worker=worker,
+                attempts=Job.attempts + 1,
+                started_at=moment,
+                heartbeat_at=moment,
+                error=None,
+            )
+        )
+        if claimed.rowcount:
+            return "claimed"
+        status = _job(session, job_id).status
+    return "busy" if status == "running" else "finished"
+
+
+def _update_own(target: Engine, job_id: int, worker: str, **values: Any) -> bool:
+    """Update a job this worker holds; False when it no longer holds it (taken over after a stall)."""
+    with transaction(target, write=True) as session:
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job)
+            .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+            .values(heartbeat_at=now(), **values)
+        )
+        return bool(result.rowcount)
+
+
+def heartbeat(target: Engine, job_id: int, worker: str) -> bool:
+    return _update_own(target, job_id, worker)
+
+
+def report_progress(
+    target: Engine,
+    job_id: int,
+    worker: str,
+    *,
+    relation: str,
+    relations_done: int,
+    facts_done: int | None = None,
+    facts_total: int | None = None,
+    circuit_ids: list[int] | None = None,
+) -> bool:
+    """Record progress (None leaves a field as it is) and beat the heart; False when the job is no longer
+    this worker's."""
+    given = {"facts_done": facts_done, "facts_total": facts_total, "circuit_ids": circuit_ids}
+    values = {
+        "current_relation": relation,
+        "relations_done": relations_done,
+        **{k: v for k, v in given.items() if v is not None},
+    }
+    return _update_own(target, job_id, worker, **values)
+
+
+def finish_job(
+    target: Engine,
+    job_id: int,
+    worker: str,
+    *,
+    circuit_ids: list[int] | None = None,
+    error: str | None = None,
+    work_seconds: float | None = None,
+) -> bool:
+    """Mark a held job done (with its circuits) or failed (with the error's message)."""
+    values: dict[str, Any] = {"status": "failed" if error else "done", "finished_at": now()}
+    if circuit_ids is not None:
+        values["circuit_ids"] = circuit_ids
+    if error:
+        values["error"] = error
+    if work_seconds is not None:
+        values["work_seconds"] = work_seconds
+    if not error:
+        values["current_relation"] = None
+    return _update_own(target, job_id, worker, **values)
+
+
+def release_job(target: Engine, job_id: int, worker: str) -> bool:
+    """Give a held job back to the queue (a transient failure: the retry claims it again at once)."""
+    return _update_own(target, job_id, worker, status="queued")
+
+
+def abandon_job(target: Engine | Session, job_id: int, error: str) -> None:
+    """Fail a queued job that never reached the queue."""
+    with transaction(target, write=True) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="failed", error=error, finished_at=now())
+        )
+
+
+def cancel_job(target: Engine | Session, job_id: int) -> dict[str, Any]:
+    """Cancel a queued job (a worker that later receives it does nothing); a running or finished job
+    cannot be cancelled."""
+    with transaction(target, write=True) as session:
+        job = _job(session, job_id)
+        if job.status != "queued":
+            raise JobError(f"job {job_id} is {job.status}; only a queued job can be cancelled")
+        job.status, job.finished_at = "cancelled", now()
+        session.flush()
+        return job_view(job)
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The job as plain JSON-able data: what was asked, status and progress, result or error."""
+
+    def stamp(moment: datetime | None) -> str | None:
+        aware = _aware(moment)
+        return aware.isoformat() if aware else None
+
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "model": job.model_name,
+        "request": job.request,
+        "status": job.status,
+        "progress": {
+            "relations_done": job.relations_done,
+            "relations_total": job.relations_total,
+            "current_relation": job.current_relation,
+            "facts_done": job.facts_done,
+            "facts_total": job.facts_total,
+        },
+        "circuit_ids": list(job.circuit_ids),
+        "error": job.error,
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "work_seconds": job.work_seconds,
+        "created_at": stamp(job.created_at),
+        "started_at": stamp(job.started_at),
+        "heartbeat_at": stamp(job.heartbeat_at),
+        "finished_at": stamp(job.finished_at),
+    }
+
+
+def get_job(target: Engine | Session, job_id: int) -> dict[str, Any]:
+    with transaction(target) as session:
+        return job_view(_job(session, job_id))
+
+
+def get_request(target: Engine | Session, job_id: int) -> DiscoveryRequest:
+    with transaction(target) as session:
+        return DiscoveryRequest.from_json(_job(session, job_id).request)
+
+
+def list_jobs(
+    target: Engine | Session, status: str | None = None, after: int | None = None, limit: int = 50
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Jobs newest first (keyset: `after` is the last id of the previous page); the page and the next
+    cursor (None on the last page)."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        query = query.where(Job.id < after)
+    with transaction(target) as session:
+        jobs = list(session.scalars(query))
+        items = [job_view(job) for job in jobs[:limit]]
+    return items, items[-1]["id"] if len(jobs) > limit else None

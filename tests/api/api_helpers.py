@@ -1,0 +1,273 @@
+"""Helpers of the API tests (fixtures are in conftest.py): a catalogue of synthetic circuits, a recording
+job sender, a client factory.
+
+The synthetic circuits are stored row by row as atlas.db.store would (run with its key, circuit with the
+float32 score matrix and member sets, every node with its score, the selected edges with in-circuit flags,
+evaluations), from seeded random scores cut by the same top-n-then-prune rule, over two small model shapes
+and the bundled corpus's relations: no model is loaded, so the API tests stay fast."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, insert, select
+
+from api.app import create_app
+from api.cache import ResponseCache
+from atlas.config import Settings
+from atlas.core.corpus import bundled_corpus_path, load_corpus
+from atlas.core.params import DiscoveryParams
+from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Relation, Run
+from atlas.db.recut import GraphIndex, top_n_edges, top_n_nodes
+from atlas.db.store import (
+    ModelInfo,
+    default_code_version,
+    import_relations,
+    register_model,
+    run_key,
+    transaction,
+)
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+TOKEN = "test-token-0123456789"
+MODELS = (
+    ModelInfo("toy-a", "LlamaForCausalLM", 2, 4, 64, "float32", "a" * 64),
+    ModelInfo("toy-b", "GPT2LMHeadModel", 3, 2, 32, "float32", "b" * 64),
+)
+RELATIONS = ("country_capital_city", "country_language", "name_gender", "adjective_antonym")
+# The parameters every synthetic run was "computed" with (a job asking for them again finds the runs).
+PARAMS = DiscoveryParams(method="eap-ig", ig_steps=2, top_n=30, max_facts=4, known_only=False, curve=False)
+
+
+def pg_admin_user() -> tuple[str | None, str]:
+    try:
+        import psycopg
+    except ImportError as error:  # pragma: no cover
+        return None, f"psycopg not installed: {error}"
+    reasons = []
+    for user in ("postgres", "root"):
+        try:
+            with psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=3
+            ) as connection:
+                connection.execute("select 1")
+            return user, ""
+        except psycopg.Error as error:
+            reasons.append(f"{user}: {str(error).strip().splitlines()[0]}")
+    return None, f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable ({'; '.join(reasons)})"
+
+
+def pg_execute(user: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True) as c:
+        c.execute(sql.encode())
+
+
+def pg_database(user: str) -> Iterator[str]:
+    """A throw-away database's URL, dropped afterwards."""
+    name = f"atlas_api_{uuid.uuid4().hex[:12]}"
+    pg_execute(user, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        pg_execute(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------------------------- synthetic circuits
+
+
+def _scores(graph: GraphIndex, rng: np.random.Generator) -> np.ndarray:
+    """Seeded scores with a skew (edges from early writers and into logits score higher), zero where the
+    graph has no edge, as discovery's score matrices are."""
+    base = rng.standard_normal((graph.n_writers, graph.n_readers)).astype(np.float32)
+    skew = np.ones_like(base)
+    skew[0, :] *= 2.0
+    skew[:, graph.logits_reader] *= 2.0
+    return np.where(graph.valid_edges, base * skew, 0.0).astype(np.float32)
+
+
+def store_synthetic(
+    engine: Engine,
+    info: ModelInfo,
+    relation: str,
+    params: DiscoveryParams,
+    seed: int,
+    level: str = "edge",
+) -> int:
+    """One circuit stored as store_discovery would store it; its id."""
+    graph = GraphIndex(info.n_layers, info.n_heads)
+    rng = np.random.default_rng(seed)
+    scores = _scores(graph, rng)
+    n = params.top_n or 30
+    if level == "edge":
+        flat = np.where(graph.valid_edges, np.abs(scores), -1.0).ravel()
+        selected = np.zeros(flat.size, dtype=bool)
+        selected[np.argsort(-flat, kind="stable")[:n]] = True
+        selected = selected.reshape(scores.shape)
+        edges = top_n_edges(graph, scores, n)
+        node_scores = (scores * graph.valid_edges).sum(1).astype(np.float64)
+        blob = np.ascontiguousarray(scores[graph.valid_edges], dtype="<f4").tobytes()
+    else:
+        node_scores = rng.standard_normal(graph.n_writers)
+        edges = top_n_nodes(graph, node_scores, n)
+        selected = edges
+        blob = np.ascontiguousarray(node_scores, dtype="<f4").tobytes()
+    writers, readers = np.nonzero(edges)
+    kept_nodes = {graph.writer_names[w] for w in writers.tolist()} | {
+        graph.reader_nodes[r] for r in readers.tolist()
+    }
+    node_set = sorted(graph.writer_index[name] for name in kept_nodes if name not in ("input", "logits"))
+    edge_set = sorted((writers * graph.n_readers + readers).tolist())
+    now = datetime.now(UTC)
+    with transaction(engine, write=True) as session:
+        model_id = register_model(session, info)
+        relation_row = session.scalars(select(Relation).where(Relation.name == relation)).one()
+        components = dict(
+            session.execute(select(Component.name, Component.id).where(Component.model_id == model_id))
+            .tuples()
+            .all()
+        )
+        run = Run(
+            model_id=model_id,
+            relation_id=relation_row.id,
+            **run_key(params, level),
+            corpus_hash=relation_row.content_sha256,
+            code_version=default_code_version(),
+            batch_size=params.batch_size,
+            status="done",
+            facts={"total": 30, "known": 20, "unpaired": 0, "discovery": 4, "heldout": 4},
+            unpaired_facts=[],
+            seconds={"attribution": 1.5, "evaluation": 0.5},
+            started_at=now,
+            finished_at=now,
+        )
+        session.add(run)
+        session.flush()
+        circuit = Circuit(
+            run_id=run.id,
+            level=level,
+            n_nodes=len(kept_nodes),
+            n_edges=int(edges.sum()),
+            n_random_edges=int(edges.sum()),
+            layout="valid_edges" if level == "edge" else "nodes",
+            score_rows=graph.n_writers,
+            score_cols=graph.n_readers if level == "edge" else 0,
+            score_dtype="<f4",
+            scores=blob,
+            node_set=np.asarray(node_set, dtype="<i4").tobytes(),
+            edge_set=np.asarray(edge_set, dtype="<i4").tobytes(),
+        )
+        session.add(circuit)
+        session.flush()
+        session.execute(
+            insert(CircuitNode),
+            [
+                {
+                    "circuit_id": circuit.id,
+                    "component_id": components[name],
+                    "score": float(node_scores[i]) if i < graph.n_writers else None,
+                    "in_circuit": name in kept_nodes,
+                }
+                for i, name in enumerate(graph.node_names)
+            ],
+        )
+        rows = []
+        for w, r in zip(*np.nonzero(selected | edges), strict=True):
+            node, _, port = graph.reader_names[r].partition("<")
+            rows.append(
+                {
+                    "circuit_id": circuit.id,
+                    "writer_id": components[graph.writer_names[w]],
+                    "reader_id": components[node],
+                    "port": port.rstrip(">"),
+                    "score": float(scores[w, r]) if level == "edge" else None,
+                    "in_circuit": bool(edges[w, r]),
+                }
+            )
+        session.execute(insert(CircuitEdge), rows)
+        for split, hit in (("discovery", 0.75), ("heldout", 0.5)):
+            session.add(
+                Evaluation(
+                    circuit_id=circuit.id,
+                    split=split,
+                    n_facts=4,
+                    hit_original=1.0,
+                    hit_circuit=hit,
+                    hit_random=0.0,
+                    metric_full=-1.0,
+                    metric_empty=-9.0,
+                    metric_circuit=-3.0,
+                    metric_random=-8.0,
+                    faithfulness=0.75 if split == "discovery" else float("nan"),
+                    faithfulness_random=0.1,
+                    curve_area=None,
+                    curve=None,
+                )
+            )
+        session.flush()
+        return circuit.id
+
+
+@dataclass
+class Catalogue:
+    url: str
+    engine: Engine
+    circuits: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (model, relation, method)
+    node_circuit: int = 0
+
+
+def populate(engine: Engine, url: str) -> Catalogue:
+    """The bundled corpus; both toy models' circuits of four relations with PARAMS, toy-a's also with
+    EAP; one node-level circuit."""
+    import_relations(engine, load_corpus(bundled_corpus_path()).values())
+    catalogue = Catalogue(url, engine)
+    seed = 0
+    for info in MODELS:
+        for relation in RELATIONS:
+            seed += 1
+            catalogue.circuits[(info.name, relation, "eap-ig")] = store_synthetic(
+                engine, info, relation, PARAMS, seed
+            )
+    eap = DiscoveryParams(method="eap", top_n=30, max_facts=4, known_only=False, curve=False)
+    for relation in RELATIONS[:2]:
+        seed += 1
+        key = ("toy-a", relation, "eap")
+        catalogue.circuits[key] = store_synthetic(engine, MODELS[0], relation, eap, seed)
+    node = DiscoveryParams(method="eap", top_n=3, max_facts=4, known_only=False, curve=False, level="node")
+    catalogue.node_circuit = store_synthetic(engine, MODELS[0], "city_in_country", node, 99, level="node")
+    return catalogue
+
+
+class RecordingSender:
+    """Stands in for workers.enqueue.send_job: records (job_id, queue), or fails like a down broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, str]] = []
+        self.fail = False
+
+    def __call__(self, job_id: int, queue: str) -> str:
+        if self.fail:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6399. Connection refused.")
+        self.sent.append((job_id, queue))
+        return f"task-{job_id}"
+
+
+def make_client(catalogue: Catalogue, sender: RecordingSender, token: str = TOKEN) -> TestClient:
+    settings = Settings(database_url=catalogue.url, api_token=token)
+    app = create_app(settings, engine=catalogue.engine, sender=sender, cache=ResponseCache())
+    return TestClient(app)
+
+
+def auth(token: str = TOKEN) -> dict[str, Any]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+REPO = Path(__file__).resolve().parents[2]

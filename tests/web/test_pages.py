@@ -1,0 +1,225 @@
+"""The web pages in a real headless browser (Debian's chromium under playwright) against `atlas serve`: each
+page loads without console errors, the circuit graph has the circuit's nodes and edges, a catalogue filter
+narrows the list, the size slider re-cuts the circuit to what /recut returns, the recurrence heatmap has
+n_layers x n_heads cells, the comparison highlights exactly the shared edges, the edit page draws the edges
+lost and gained, and the job form without a token shows the API's 401 message. A screenshot of each page
+goes to test-output/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from web_helpers import Console, Site
+
+STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
+
+
+def ready(page: Any) -> None:
+    page.wait_for_selector('main[data-ready="1"]')
+
+
+def test_catalogue_filters_sorts_and_pages(site: Site, page: Any, screenshots: Path) -> None:
+    everything = site.get("/circuits", limit=500)["items"]
+    toy_b = site.get("/circuits", model="toy-b", limit=500)["items"]
+    assert 0 < len(toy_b) < len(everything)
+    page.goto(f"{site.base}/ui")
+    ready(page)
+    rows = page.locator("tr.circuit-row")
+    assert rows.count() == len(everything)
+    page.screenshot(path=screenshots / "catalogue.png", full_page=True)
+
+    page.select_option("#f-model", "toy-b")
+    page.wait_for_function(f"document.querySelectorAll('tr.circuit-row').length === {len(toy_b)}")
+    ready(page)
+    ids = [int(i) for i in rows.evaluate_all("rows => rows.map(r => r.dataset.id)")]
+    assert ids == [c["id"] for c in toy_b]
+    assert "model=toy-b" in page.url
+
+    page.click('th[data-sort="n_edges"]')  # largest first
+    sizes = [int(t) for t in page.locator("tr.circuit-row td:nth-child(8)").all_inner_texts()]
+    assert sizes == sorted((c["n_edges"] for c in toy_b), reverse=True)
+
+    page.select_option("#f-model", "")
+    page.wait_for_function(f"document.querySelectorAll('tr.circuit-row').length === {len(everything)}")
+    page.select_option("#f-edit", "with")
+    edited = [c["id"] for c in everything if (c["model"], c["relation"]) == ("toy-a", "country_capital_city")]
+    page.wait_for_function(f"document.querySelectorAll('tr.circuit-row').length === {len(edited)}")
+    assert page.locator(f'a[href="/ui/edits/{site.edit_id}"]').count() == len(edited)
+
+
+def test_circuit_page_graph_and_slider(site: Site, page: Any, screenshots: Path) -> None:
+    circuit_id = site.curve_circuit
+    detail = site.get(f"/circuits/{circuit_id}")
+    page.goto(f"{site.base}/ui/circuits/{circuit_id}")
+    ready(page)
+    graph = page.locator("#graph svg.circuit")
+    assert graph.locator("g.node").count() == len(detail["nodes"]) == detail["n_nodes"]
+    assert graph.locator("path.edge").count() == len(detail["edges"]) == detail["n_edges"]
+    drawn = set(graph.locator("g.node").evaluate_all("nodes => nodes.map(n => n.dataset.node)"))
+    assert drawn == {n["node"] for n in detail["nodes"]}
+    assert page.locator("#evaluation tbody tr").count() == 2
+    assert page.locator("#curve polyline.series").count() == 1  # the discovery split's stored curve
+    assert page.locator("#download-dot").get_attribute("href") == f"/circuits/{circuit_id}/dot"
+    assert page.locator("#download-json").get_attribute("href") == f"/circuits/{circuit_id}/eap-ig"
+    with page.expect_download() as download:
+        page.click("#download-svg")
+    svg = Path(download.value.path()).read_text()
+    assert svg.count('class="node ') == len(detail["nodes"])
+    page.screenshot(path=screenshots / "circuit.png", full_page=True)
+
+    for top_n in (8, 60):
+        page.locator("#size").fill(str(top_n))
+        page.wait_for_selector(f'main[data-recut="{top_n}"]')
+        recut = site.get(f"/circuits/{circuit_id}/recut", top_n=top_n)
+        assert graph.locator("path.edge").count() == recut["n_edges"] == len(recut["edges"])
+        assert graph.locator("g.node").count() == len(recut["nodes"])
+    assert recut["n_edges"] != detail["n_edges"]
+    page.screenshot(path=screenshots / "circuit-recut.png", full_page=True)
+    page.click("#reset")
+    assert graph.locator("path.edge").count() == detail["n_edges"]
+
+
+def test_node_level_circuit(site: Site, page: Any) -> None:
+    circuit_id = site.catalogue.node_circuit
+    detail = site.get(f"/circuits/{circuit_id}")
+    page.goto(f"{site.base}/ui/circuits/{circuit_id}")
+    ready(page)
+    assert page.locator("#graph g.node").count() == len(detail["nodes"])
+    assert page.locator("#no-curve").count() == 1
+
+
+def test_unknown_circuit_and_edit(site: Site, page: Any, console: Console) -> None:
+    console.allow("404")  # the page itself answers 404; chromium logs that
+    for path, text in (
+        ("/ui/circuits/999999", "no circuit with id '999999'"),
+        ("/ui/circuits/abc", "no circuit with id 'abc'"),
+        ("/ui/edits/424242", "no knowledge edit with id '424242'"),
+    ):
+        response = page.goto(f"{site.base}{path}")
+        assert response.status == 404
+        assert text in page.locator("#page-error").inner_text()
+    page.goto(f"{site.base}/ui/compare?ids=1&ids=999999")
+    ready(page)
+    assert "no circuit with id 999999" in page.locator("#page-error").inner_text()
+
+
+def test_recurrence_heatmap_and_overlap(site: Site, page: Any, screenshots: Path) -> None:
+    model = next(m for m in site.get("/models")["items"] if m["name"] == "toy-a")
+    recurring = site.get("/components/recurring", model="toy-a", min_count=1)["components"]
+    page.goto(f"{site.base}/ui/recurring?model=toy-a")
+    ready(page)
+    cells = page.locator("#heatmap-svg rect.cell")
+    assert cells.count() == model["n_layers"] * model["n_heads"]
+    assert page.locator("#heatmap-svg rect.cell-mlp").count() == model["n_layers"]
+    counts = {c["component"]: c["n_relations"] for c in recurring}
+    shown = dict(
+        cells.evaluate_all("cells => cells.map(c => [c.dataset.component, Number(c.dataset.count)])")
+    )
+    assert {k: v for k, v in shown.items() if v} == {k: v for k, v in counts.items() if k.startswith("a")}
+    busiest = max((c for c in recurring if c["kind"] == "head"), key=lambda c: c["n_relations"])
+    page.click(f'#heatmap-svg rect[data-component="{busiest["component"]}"]')
+    page.wait_for_selector("#cell-relations")
+    assert page.locator("#cell-relations tbody tr").count() == busiest["n_relations"]
+    n_circuits = len(site.get("/overlap", model="toy-a")["circuits"])
+    assert page.locator("#overlap-canvas").get_attribute("data-n") == str(n_circuits)
+    page.screenshot(path=screenshots / "recurring.png", full_page=True)
+
+    page.select_option("#f-category", "linguistic")
+    ready(page)
+    page.wait_for_function("document.querySelector('#heatmap-svg') !== null")
+    assert page.locator("#heatmap-svg rect.cell").count() == model["n_layers"] * model["n_heads"]
+
+
+def test_compare_highlights_shared_edges(site: Site, page: Any, screenshots: Path) -> None:
+    a = site.catalogue.circuits[("toy-a", "country_capital_city", "eap-ig")]
+    b = site.catalogue.circuits[("toy-a", "country_capital_city", "eap")]
+    comparison = site.get(f"/compare?ids={a}&ids={b}")
+    assert comparison["shared_edges"], "the synthetic circuits share edges"
+    page.goto(f"{site.base}/ui/compare?ids={a}&ids={b}")
+    ready(page)
+    for circuit_id in (a, b):
+        shared = page.locator(f"#graph-{circuit_id} path.edge.shared")
+        assert shared.count() == len(comparison["shared_edges"])
+        names = set(shared.evaluate_all("edges => edges.map(e => e.dataset.edge)"))
+        assert names == set(comparison["shared_edges"])
+        nodes = page.locator(f"#graph-{circuit_id} g.node.shared").count()
+        assert nodes == len(comparison["shared_nodes"])
+    page.screenshot(path=screenshots / "compare.png", full_page=True)
+
+
+def test_edit_page_before_and_after(site: Site, page: Any, screenshots: Path) -> None:
+    page.goto(f"{site.base}/ui/edits/{site.edit_id}")
+    ready(page)
+    text = page.locator("h1").inner_text()
+    assert "France" in text and "Rome" in text
+    diff_summary = page.locator("#diff-summary").inner_text()
+    lost = page.locator("#graph-before path.edge.lost").count()
+    gained = page.locator("#graph-after path.edge.gained").count()
+    assert f"{gained} gained, {lost} lost" in diff_summary.split("Edges: ")[1]
+    assert lost > 0 and gained > 0
+    assert page.locator("#edit-components tbody tr").count() > 0
+    assert page.locator("#edit-outcome").inner_text().count("\n") >= 2
+    page.screenshot(path=screenshots / "edit.png", full_page=True)
+
+
+def test_jobs_page_and_form_without_token(site: Site, page: Any, console: Console, screenshots: Path) -> None:
+    console.allow("401")  # the refused POST: chromium logs the failed request
+    jobs = site.get("/jobs")["items"]
+    page.goto(f"{site.base}/ui/jobs")
+    ready(page)
+    rows = page.locator("tr.job-row")
+    assert rows.count() == len(jobs) >= 1
+    assert page.locator(f'tr.job-row[data-id="{site.job_id}"]').get_attribute("data-status") == "queued"
+    page.fill("#relations", "country_capital_city")
+    page.fill("#model", "toy-a")
+    page.click("#submit-job")
+    message = page.locator("#job-message.error")
+    message.wait_for()
+    assert re.search(r"401: writes need a bearer token", message.inner_text())
+    assert len(site.get("/jobs")["items"]) == len(jobs)  # nothing queued
+    page.screenshot(path=screenshots / "jobs.png", full_page=True)
+
+
+def test_root_redirects_and_assets_are_local(site: Site) -> None:
+    response = httpx.get(f"{site.base}/", follow_redirects=False)
+    assert response.status_code in (302, 307) and response.headers["location"] == "/ui"
+    for asset in sorted(STATIC.iterdir()):
+        served = httpx.get(f"{site.base}/static/{asset.name}")
+        assert served.status_code == 200, asset.name
+        # No CDN, no remote font or script: the only URL is the SVG namespace.
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", asset.read_text()))
+        assert urls <= {"http://www.w3.org/2000/svg"}, (asset.name, urls)
+    shell = httpx.get(f"{site.base}/ui").text
+    assert not re.search(r"(src|href)=\"https?://", shell)
+
+
+NO_TORCH = """
+import json, sys
+from fastapi.testclient import TestClient
+from api.app import create_app
+from atlas.config import Settings
+
+client = TestClient(create_app(Settings(database_url=sys.argv[1])))
+paths = ["/ui", "/ui/circuits/1", "/ui/recurring", "/ui/compare?ids=1&ids=2", "/ui/edits/1", "/ui/jobs",
+         "/static/circuit.js"]
+print(json.dumps({"statuses": [client.get(p).status_code for p in paths], "torch": "torch" in sys.modules}))
+"""
+
+
+def test_pages_never_import_torch(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, f"sqlite:///{tmp_path / 'atlas.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"statuses": [200, 404, 200, 200, 404, 200, 200], "torch": False}

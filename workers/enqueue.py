@@ -1,0 +1,29 @@
+"""Send a job's id to the workers. Importing this loads neither torch nor the task code."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from atlas.db.jobs import DiscoveryRequest, JobError, Submission, abandon_job, submit_job
+from workers.app import TASK_RUN_JOB, app
+
+
+def send_job(job_id: int, queue: str) -> str:
+    """Queue the job on `queue` ("cpu" or "gpu"); the Celery task id."""
+    result = app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue)
+    return str(result.id)
+
+
+def submit_and_send(engine: Engine, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
+    """Record the job (validated; an identical active job or already-stored circuits are returned instead)
+    and send its id to the workers. A broker that cannot be reached fails the new job (it would otherwise
+    stay queued forever) and raises JobError."""
+    submission = submit_job(engine, request, queue)
+    if submission.created and submission.job_id is not None:
+        try:
+            send_job(submission.job_id, queue)
+        except Exception as error:
+            message = f"could not reach the broker to queue job {submission.job_id}: {error}"
+            abandon_job(engine, submission.job_id, message)
+            raise JobError(message) from error
+    return submission
