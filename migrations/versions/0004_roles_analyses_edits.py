@@ -156,8 +156,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("circuits", schema=None) as batch_op:
-        batch_op.drop_column("roles")
+    # Not a batch operation: on SQLite that rebuilds `circuits`, and dropping the old table would cascade to
+    # every circuit's nodes, edges and evaluations (SQLite 3.35+ drops a column in place).
+    op.execute("ALTER TABLE circuits DROP COLUMN roles")
 
     with op.batch_alter_table("head_roles", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_head_roles_role_component_id"))
