@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,33 +119,82 @@ class JobLost(RuntimeError):
     """This worker no longer holds the job (another took it over after a stall): stop quietly."""
 
 
-class _JobProgress:
-    """A discovery progress callback that writes the job's progress (at most twice a second) and stops
-    the job when another worker has taken it over."""
+@dataclass
+class JobContext:
+    """What a job's work function needs besides its request: where to report, and whether the job is still
+    this worker's. Results are collected here as they are stored, so a failure keeps what was done."""
 
-    def __init__(self, engine: Engine, job_id: int, worker: str, relation: str, done: int, lost: Any) -> None:
-        self.engine, self.job_id, self.worker = engine, job_id, worker
-        self.relation, self.done, self.lost, self.last = relation, done, lost, 0.0
+    engine: Engine
+    job_id: int
+    worker: str
+    lost: Any  # threading.Event, set when another worker has taken the job over
+    circuit_ids: list[int] = field(default_factory=list)
+    edit_ids: list[int] = field(default_factory=list)
 
-    def __call__(self, facts_done: int, facts_total: int) -> None:
+    def progress(self, relation: str, done: int) -> Callable[[int, int], None]:
+        """A facts-scored callback for one relation (the `done`-th) that writes the job's progress at most
+        twice a second and stops the work when the job was taken over."""
         import time
 
         from atlas.db.jobs import report_progress
 
-        if self.lost.is_set():
-            raise JobLost(f"job {self.job_id} was taken over by another worker")
-        moment = time.monotonic()
-        if moment - self.last >= 0.5 or facts_done == facts_total:
-            self.last = moment
-            report_progress(
-                self.engine,
-                self.job_id,
-                self.worker,
-                relation=self.relation,
-                relations_done=self.done,
-                facts_done=facts_done,
-                facts_total=facts_total,
-            )
+        last = [0.0]
+
+        def update(facts_done: int, facts_total: int) -> None:
+            if self.lost.is_set():
+                raise JobLost(f"job {self.job_id} was taken over by another worker")
+            moment = time.monotonic()
+            if moment - last[0] >= 0.5 or facts_done == facts_total:
+                last[0] = moment
+                report_progress(
+                    self.engine,
+                    self.job_id,
+                    self.worker,
+                    relation=relation,
+                    relations_done=done,
+                    facts_done=facts_done,
+                    facts_total=facts_total,
+                )
+
+        return update
+
+    def relation_done(self, relation: str, done: int) -> None:
+        from atlas.db.jobs import report_progress
+
+        report_progress(
+            self.engine,
+            self.job_id,
+            self.worker,
+            relation=relation,
+            relations_done=done,
+            circuit_ids=self.circuit_ids,
+            edit_ids=self.edit_ids,
+        )
+
+
+def discovery_work(context: JobContext, request_json: dict[str, Any]) -> None:
+    """A discovery job's work: the circuit of each relation, found in the catalogue or computed and stored."""
+    from atlas.db.jobs import DiscoveryRequest
+    from atlas.db.store import load_relation
+
+    request = DiscoveryRequest.from_json(request_json)
+    request.params.validate()
+    model = cached_model(request.model)  # loaded once per process; a bad model fails the job here
+    for done, name in enumerate(request.relations):
+        relation = load_relation(context.engine, name)
+        progress = context.progress(name, done)
+        progress(0, 0)
+        stored = discover_and_store(model.name, relation, request.params, progress, context.engine)
+        context.circuit_ids.append(stored.circuit_id)
+        context.relation_done(name, done + 1)
+
+
+def _work_of(kind: str) -> Callable[[JobContext, dict[str, Any]], None]:
+    if kind == "edit":
+        from atlas.edit_jobs import edit_work
+
+        return edit_work
+    return discovery_work
 
 
 @dataclass
@@ -159,10 +208,11 @@ class JobOutcome:
 def execute_job(
     engine: Engine, job_id: int, worker: str, stale_after: float = 60.0, heartbeat_every: float = 10.0
 ) -> JobOutcome:
-    """Run one queued discovery job start to end: claim it, compute (or find) the circuit of each of its
-    relations with `discover_and_store` (the same function an inline `atlas discover` calls), report progress
-    and heartbeats, and mark it done or failed. Idempotent: every run has a unique key in the catalogue, so a
-    job run again after a lost worker finds the circuits already stored and computes only the rest.
+    """Run one queued job start to end: claim it, do its kind's work (a discovery job computes or finds the
+    circuit of each of its relations with `discover_and_store`, the same function an inline `atlas discover`
+    calls), report progress and heartbeats, and mark it done or failed. Idempotent: every run (and edit) has
+    a unique key in the catalogue, so a job run again after a lost worker finds what was stored and computes
+    only the rest.
 
     Transient errors (database or broker unreachable) give the job back to the queue and propagate, for the
     caller to retry; any other error fails the job with its message."""
@@ -170,7 +220,6 @@ def execute_job(
     import time
 
     from atlas.db import jobs as job_store
-    from atlas.db.store import load_relation
 
     claim = job_store.claim_job(engine, job_id, worker, stale_after)
     if claim != "claimed":
@@ -189,30 +238,22 @@ def execute_job(
 
     beating = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
     beating.start()
-    circuits: list[int] = []
+    context = JobContext(engine, job_id, worker, lost)
     try:
-        request = job_store.get_request(engine, job_id)
-        request.params.validate()
-        model = cached_model(request.model)  # loaded once per process; a bad model fails the job here
-        for done, name in enumerate(request.relations):
-            relation = load_relation(engine, name)
-            progress = _JobProgress(engine, job_id, worker, name, done, lost)
-            progress(0, 0)
-            stored = discover_and_store(model.name, relation, request.params, progress, engine)
-            circuits.append(stored.circuit_id)
-            job_store.report_progress(
-                engine,
-                job_id,
-                worker,
-                relation=name,
-                relations_done=done + 1,
-                circuit_ids=circuits,
-            )
+        kind, request = job_store.get_work(engine, job_id)
+        _work_of(kind)(context, request)
         seconds = time.perf_counter() - started
-        job_store.finish_job(engine, job_id, worker, circuit_ids=circuits, work_seconds=seconds)
-        return JobOutcome("done", circuits, work_seconds=seconds)
+        job_store.finish_job(
+            engine,
+            job_id,
+            worker,
+            circuit_ids=context.circuit_ids,
+            edit_ids=context.edit_ids,
+            work_seconds=seconds,
+        )
+        return JobOutcome("done", context.circuit_ids, work_seconds=seconds)
     except JobLost:
-        return JobOutcome("busy", circuits)
+        return JobOutcome("busy", context.circuit_ids)
     except transient_errors():
         # The database may be the thing that is down; then the heartbeat goes stale and it is taken over.
         with contextlib.suppress(Exception):
@@ -222,9 +263,15 @@ def execute_job(
         message = str(error) or type(error).__name__
         seconds = time.perf_counter() - started
         job_store.finish_job(
-            engine, job_id, worker, circuit_ids=circuits, error=message, work_seconds=seconds
+            engine,
+            job_id,
+            worker,
+            circuit_ids=context.circuit_ids,
+            edit_ids=context.edit_ids,
+            error=message,
+            work_seconds=seconds,
         )
-        return JobOutcome("failed", circuits, message, seconds)
+        return JobOutcome("failed", context.circuit_ids, message, seconds)
     finally:
         stop.set()
         beating.join(timeout=5)

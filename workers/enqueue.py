@@ -14,16 +14,21 @@ def send_job(job_id: int, queue: str) -> str:
     return str(result.id)
 
 
+def send_new_job(engine: Engine, job_id: int, queue: str) -> None:
+    """Send a just-recorded job's id to the workers. A broker that cannot be reached fails the job (it would
+    otherwise stay queued forever) and raises JobError."""
+    try:
+        send_job(job_id, queue)
+    except Exception as error:
+        message = f"could not reach the broker to queue job {job_id}: {error}"
+        abandon_job(engine, job_id, message)
+        raise JobError(message) from error
+
+
 def submit_and_send(engine: Engine, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
-    """Record the job (validated; an identical active job or already-stored circuits are returned instead)
-    and send its id to the workers. A broker that cannot be reached fails the new job (it would otherwise
-    stay queued forever) and raises JobError."""
+    """Record a discovery job (validated; an identical active job or already-stored circuits are returned
+    instead) and send its id to the workers."""
     submission = submit_job(engine, request, queue)
     if submission.created and submission.job_id is not None:
-        try:
-            send_job(submission.job_id, queue)
-        except Exception as error:
-            message = f"could not reach the broker to queue job {submission.job_id}: {error}"
-            abandon_job(engine, submission.job_id, message)
-            raise JobError(message) from error
+        send_new_job(engine, submission.job_id, queue)
     return submission

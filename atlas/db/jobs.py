@@ -121,31 +121,55 @@ def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str =
     key = request.key()
     with transaction(target, write=True) as session:
         validate_request(session, request, queue)
-        active = session.scalar(
-            select(Job.id).where(Job.request_key == key, Job.status.in_(ACTIVE)).order_by(Job.id).limit(1)
-        )
+        active = active_job(session, key)
         if active is not None:
             return Submission(active, False, {})
         stored = existing_circuits(session, request)
         if len(stored) == len(request.relations):
             return Submission(None, False, stored)
-        job = Job(
-            kind="discover",
-            queue=queue,
-            model_name=request.model,
-            request=request.to_json(),
-            request_key=key,
-            status="queued",
-            relations_total=len(request.relations),
-            relations_done=0,
-            facts_done=0,
-            facts_total=0,
-            circuit_ids=[],
-            attempts=0,
+        job_id = insert_job(
+            session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
         )
-        session.add(job)
-        session.flush()
-        return Submission(job.id, True, stored)
+        return Submission(job_id, True, stored)
+
+
+def active_job(session: Session, key: str) -> int | None:
+    """The id of a queued or running job with this request key, if any."""
+    return session.scalar(
+        select(Job.id).where(Job.request_key == key, Job.status.in_(ACTIVE)).order_by(Job.id).limit(1)
+    )
+
+
+def insert_job(
+    session: Session,
+    kind: str,
+    model: str,
+    request: dict[str, Any],
+    key: str,
+    queue: str,
+    relations_total: int,
+) -> int:
+    """Record a validated job as queued (in the caller's transaction); its id."""
+    if queue not in QUEUES:
+        raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
+    job = Job(
+        kind=kind,
+        queue=queue,
+        model_name=model,
+        request=request,
+        request_key=key,
+        status="queued",
+        relations_total=relations_total,
+        relations_done=0,
+        facts_done=0,
+        facts_total=0,
+        circuit_ids=[],
+        edit_ids=[],
+        attempts=0,
+    )
+    session.add(job)
+    session.flush()
+    return job.id
 
 
 def _job(session: Session, job_id: int) -> Job:
@@ -208,10 +232,16 @@ def report_progress(
     facts_done: int | None = None,
     facts_total: int | None = None,
     circuit_ids: list[int] | None = None,
+    edit_ids: list[int] | None = None,
 ) -> bool:
     """Record progress (None leaves a field as it is) and beat the heart; False when the job is no longer
     this worker's."""
-    given = {"facts_done": facts_done, "facts_total": facts_total, "circuit_ids": circuit_ids}
+    given = {
+        "facts_done": facts_done,
+        "facts_total": facts_total,
+        "circuit_ids": circuit_ids,
+        "edit_ids": edit_ids,
+    }
     values = {
         "current_relation": relation,
         "relations_done": relations_done,
@@ -226,13 +256,16 @@ def finish_job(
     worker: str,
     *,
     circuit_ids: list[int] | None = None,
+    edit_ids: list[int] | None = None,
     error: str | None = None,
     work_seconds: float | None = None,
 ) -> bool:
-    """Mark a held job done (with its circuits) or failed (with the error's message)."""
+    """Mark a held job done (with its circuits and edits) or failed (with the error's message)."""
     values: dict[str, Any] = {"status": "failed" if error else "done", "finished_at": now()}
     if circuit_ids is not None:
         values["circuit_ids"] = circuit_ids
+    if edit_ids is not None:
+        values["edit_ids"] = edit_ids
     if error:
         values["error"] = error
     if work_seconds is not None:
@@ -291,6 +324,7 @@ def job_view(job: Job) -> dict[str, Any]:
             "facts_total": job.facts_total,
         },
         "circuit_ids": list(job.circuit_ids),
+        "edit_ids": list(job.edit_ids),
         "error": job.error,
         "attempts": job.attempts,
         "worker": job.worker,
@@ -307,9 +341,11 @@ def get_job(target: Engine | Session, job_id: int) -> dict[str, Any]:
         return job_view(_job(session, job_id))
 
 
-def get_request(target: Engine | Session, job_id: int) -> DiscoveryRequest:
+def get_work(target: Engine | Session, job_id: int) -> tuple[str, dict[str, Any]]:
+    """A job's kind and its request (kind-specific JSON)."""
     with transaction(target) as session:
-        return DiscoveryRequest.from_json(_job(session, job_id).request)
+        job = _job(session, job_id)
+        return job.kind, dict(job.request)
 
 
 def list_jobs(

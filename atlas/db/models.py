@@ -376,6 +376,7 @@ class Job(Base):
     facts_done: Mapped[int] = mapped_column(default=0)
     facts_total: Mapped[int] = mapped_column(default=0)
     circuit_ids: Mapped[list[Any]] = mapped_column(default=list)
+    edit_ids: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(200))

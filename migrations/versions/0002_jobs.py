@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("facts_done", sa.Integer(), nullable=False),
         sa.Column("facts_total", sa.Integer(), nullable=False),
         sa.Column("circuit_ids", sa.JSON(), nullable=False),
+        sa.Column("edit_ids", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("worker", sa.String(length=200), nullable=True),

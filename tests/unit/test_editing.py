@@ -166,3 +166,23 @@ def test_bad_input_fails_before_any_work(
     with pytest.raises(EditError, match=message):
         apply_edit(tiny_llama, request, params)
     assert issubclass(EditError, ValueError)
+
+
+def test_discover_and_logit_lens_run_on_the_edited_copy(
+    tiny_llama: LoadedModel, relations: dict[str, Relation]
+) -> None:
+    from atlas.core.discover import DiscoveryParams, discover
+    from atlas.core.editing import circuit_diff
+    from atlas.core.logit_lens import residual_ranks
+
+    edited = apply_edit(tiny_llama, REQUEST, EditParams(method="ft-m", layer=1, steps=2, lr=1e-2)).model
+    params = DiscoveryParams(ig_steps=1, top_n=10, max_facts=4, known_only=False, curve=False)
+    relation = relations["country_capital_city"]
+    before, after = discover(tiny_llama, relation, params), discover(edited, relation, params)
+    diff = circuit_diff(before.circuit, after.circuit, before.scores, after.scores)
+    assert diff.n_edges_kept + len(diff.edges_lost) == before.circuit.n_edges
+    assert any(change.delta != 0 for change in diff.rescored)  # the edit moved some scores
+    target = edited.encode_continuation(" Berlin")[0]
+    assert residual_ranks(edited, REQUEST.prompt, target) != residual_ranks(
+        tiny_llama, REQUEST.prompt, target
+    )
