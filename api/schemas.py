@@ -123,6 +123,9 @@ class CircuitPage(BaseModel):
 class NodeScore(BaseModel):
     node: str
     score: float | None
+    role: str | None = Field(None, description="A head's role: mover, relation, mix or other.")
+    subject_attention: float | None = None
+    relation_attention: float | None = None
 
 
 class EdgeScore(BaseModel):
@@ -137,6 +140,9 @@ class CircuitDetail(CircuitSummary):
     reproducibility: dict[str, Any] = Field(
         description="Model (architecture, shape, dtype, weights sha256), relation content hash, corpus "
         "hash, code version, seed, template, and the stored score matrix's layout."
+    )
+    roles: dict[str, Any] | None = Field(
+        None, description="The head roles' thresholds, number of prompts and counts per role."
     )
     nodes: list[NodeScore]
     edges: list[EdgeScore]
@@ -177,6 +183,7 @@ class RecurringView(BaseModel):
     category: str | None
     method: str | None
     min_count: int
+    role: str | None = None
     components: list[RecurringComponent]
 
 

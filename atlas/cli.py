@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from atlas.analysis_cli import register as register_analysis_commands
 from atlas.core.params import (
     ABLATIONS,
     DEFAULT_TOP_N,
@@ -99,6 +100,7 @@ def main() -> None:
 
 
 register_catalogue_commands(main)
+register_analysis_commands(main)
 
 
 def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -445,4 +447,9 @@ def _counts_line(summary: dict[str, Any]) -> str:
         )
     if summary["curve"]:
         line += f"\nfaithfulness curve area (CPR): {summary['curve']['area']:.3f}"
+    if summary.get("roles"):
+        counts = summary["roles"]["counts"]
+        movers = [h["name"] for h in summary["heads"] if h["role"] == "mover"]
+        line += "\nhead roles: " + ", ".join(f"{role} {n}" for role, n in counts.items())
+        line += f" (mover heads: {', '.join(movers) or 'none'})"
     return line + f"\nseconds: {json.dumps({k: round(v, 2) for k, v in summary['seconds'].items()})}"

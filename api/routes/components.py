@@ -5,7 +5,7 @@ catalogue changes (api.cache)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
@@ -42,22 +42,27 @@ async def recurring(
     category: CategoryQuery = None,
     method: MethodQuery = None,
     min_count: Annotated[int, Query(ge=1, le=100_000, description="In at least this many relations.")] = 2,
+    role: Annotated[
+        Literal["mover", "relation", "mix", "other"] | None,
+        Query(description="Only heads with this role in the circuit (mover heads that recur, ...)."),
+    ] = None,
 ) -> Response:
     """Heads and MLPs of the model in the circuits of at least `min_count` relations: how many relations
     and which, most first."""
 
     def compute() -> dict[str, object]:
         check_model(engine, model)
-        found = queries.recurring_components(engine, model, category, method, min_count)
+        found = queries.recurring_components(engine, model, category, method, min_count, role)
         return {
             "model": model,
             "category": category,
             "method": method,
             "min_count": min_count,
+            "role": role,
             "components": [asdict(c) for c in found],
         }
 
-    body = await cache.aget(engine, ("recurring", model, category, method, min_count), compute)
+    body = await cache.aget(engine, ("recurring", model, category, method, min_count, role), compute)
     return Response(body, media_type=JSON)
 
 

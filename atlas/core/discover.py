@@ -21,7 +21,7 @@ from atlas.core.circuit import (
     top_n,
     top_n_nodes,
 )
-from atlas.core.corpus import Relation
+from atlas.core.corpus import Fact, Relation
 from atlas.core.evaluation import (
     FaithfulnessCurve,
     SplitEvaluation,
@@ -29,6 +29,7 @@ from atlas.core.evaluation import (
     faithfulness_curve,
     known_mask,
 )
+from atlas.core.graph import Graph
 from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
@@ -36,6 +37,7 @@ from atlas.core.params import DEFAULT_TOP_N_NODES as DEFAULT_TOP_N_NODES  # re-e
 from atlas.core.params import DiscoveryError as DiscoveryError
 from atlas.core.params import DiscoveryParams as DiscoveryParams
 from atlas.core.params import Level
+from atlas.core.roles import HeadRoles, relation_head_roles
 
 
 @dataclass
@@ -63,6 +65,7 @@ class DiscoveryResult:
     curve: FaithfulnessCurve | None
     unpaired_facts: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    roles: HeadRoles | None = None  # of the circuit's heads, on the discovery prompts
 
     def summary(self) -> dict[str, Any]:
         """The Table-1-style record printed by `atlas discover --json`."""
@@ -99,6 +102,10 @@ class DiscoveryResult:
             else {"area": self.curve.area, "points": [asdict(p) for p in self.curve.points]},
             "unpaired_facts": self.unpaired_facts,
             "seconds": self.seconds,
+            "roles": None
+            if self.roles is None
+            else {"thresholds": asdict(self.roles.thresholds), "counts": self.roles.counts()},
+            "heads": [asdict(head) for head in self.roles.heads] if self.roles is not None else [],
         }
 
 
@@ -109,15 +116,7 @@ def discover(
     progress: Callable[[int, int], None] | None = None,
 ) -> DiscoveryResult:
     """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored."""
-    params.validate()
-    level: Level = params.level or ("edge" if model.edge_level else "node")
-    if level == "edge" and not model.edge_level:
-        raise DiscoveryError(
-            f"model {model.name!r} normalizes per-head outputs before the residual add, so edge circuits "
-            "are not sound for it; use node level (--level node)"
-        )
-    if level == "node" and params.threshold is not None:
-        raise DiscoveryError("a score threshold selects edges; node-level circuits take --top-n")
+    level = resolve_level(model, params)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     tokenized = tokenize_facts(
@@ -164,16 +163,16 @@ def discover(
     )
     seconds["attribution"] = time.perf_counter() - clock
     graph = graph_of(model)
-    if level == "node":
-        circuit = top_n_nodes(graph, scores, params.top_n or DEFAULT_TOP_N_NODES)
-        random = random_node_circuit(graph, int(circuit.kept_writers[1:].sum()), seed=params.seed)
-    else:
-        circuit = (
-            threshold(graph, scores, params.threshold)
-            if params.threshold is not None
-            else top_n(graph, scores, params.top_n or DEFAULT_TOP_N)
-        )
-        random = random_circuit(graph, circuit.n_edges, seed=params.seed)
+    circuit = select_circuit(graph, scores, params, level)
+    random = (
+        random_node_circuit(graph, int(circuit.kept_writers[1:].sum()), seed=params.seed)
+        if level == "node"
+        else random_circuit(graph, circuit.n_edges, seed=params.seed)
+    )
+    clock = time.perf_counter()
+    facts = [pair.fact for pair in discovery_pairs]
+    roles = relation_head_roles(model, relation, circuit.nodes, facts=facts, template=params.template)
+    seconds["roles"] = time.perf_counter() - clock
     clock = time.perf_counter()
     evaluation = evaluate_split(model, graph, discovery_batches, circuit, random, metric, params.ablation)
     heldout = None
@@ -200,7 +199,72 @@ def discover(
         curve=curve,
         unpaired_facts=[f"{fact.subject} -> {fact.object}" for fact in pairing.unpaired],
         seconds=seconds,
+        roles=roles,
     )
+
+
+def resolve_level(model: LoadedModel, params: DiscoveryParams) -> Level:
+    """The circuit granularity asked for, or the model's own (edge where sound); validates the params."""
+    params.validate()
+    level: Level = params.level or ("edge" if model.edge_level else "node")
+    if level == "edge" and not model.edge_level:
+        raise DiscoveryError(
+            f"model {model.name!r} normalizes per-head outputs before the residual add, so edge circuits "
+            "are not sound for it; use node level (--level node)"
+        )
+    if level == "node" and params.threshold is not None:
+        raise DiscoveryError("a score threshold selects edges; node-level circuits take --top-n")
+    return level
+
+
+def select_circuit(graph: Graph, scores: torch.Tensor, params: DiscoveryParams, level: Level) -> Circuit:
+    """The circuit the parameters select from a score matrix: top-n nodes, or a threshold or top-n edges."""
+    if level == "node":
+        return top_n_nodes(graph, scores, params.top_n or DEFAULT_TOP_N_NODES)
+    if params.threshold is not None:
+        return threshold(graph, scores, params.threshold)
+    return top_n(graph, scores, params.top_n or DEFAULT_TOP_N)
+
+
+@dataclass
+class FactCircuit:
+    """The circuit of one fact: scored on that fact alone, against a corrupt partner from its relation."""
+
+    fact: Fact
+    partner: Fact
+    level: Level
+    circuit: Circuit
+    scores: torch.Tensor  # [n_writers, n_readers] (edge level) or [n_writers] (node level)
+
+
+def fact_circuit(model: LoadedModel, relation: Relation, fact: Fact, params: DiscoveryParams) -> FactCircuit:
+    """The circuit of one fact, whose object may be one the relation does not hold (an edit's new object):
+    the fact is paired with another of the relation's facts of the same prompt length and another object,
+    scored alone, and cut as `params` say. Evaluation is left to the caller."""
+    level = resolve_level(model, params)
+    tokenized = tokenize_facts(relation, [fact], model.encode, model.encode_continuation, params.template)
+    partners = tokenize_facts(
+        relation, relation.facts, model.encode, model.encode_continuation, params.template
+    )
+    pairing = make_pairs(tokenized, partners, seed=params.seed)
+    if not pairing.pairs:
+        raise DiscoveryError(
+            f"no fact of relation {relation.name!r} can corrupt {fact.subject!r} -> {fact.object!r}: "
+            "none has a prompt of the same length in tokens and another object"
+        )
+    pad = int(model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0)
+    batches = make_batches(pairing.pairs, 1, pad)
+    scores = edge_scores(
+        model,
+        batches,
+        get_metric(params.metric),
+        method=params.method,
+        steps=params.ig_steps,
+        ablation=params.ablation,
+        level=level,
+    )
+    circuit = select_circuit(graph_of(model), scores, params, level)
+    return FactCircuit(fact, pairing.pairs[0].corrupt, level, circuit, scores.cpu())
 
 
 def _filter_known(

@@ -239,18 +239,30 @@ def query_component(
 @click.option("--category", default=None)
 @click.option("--method", default=None)
 @click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(["mover", "relation", "mix", "other"]),
+    default=None,
+    help="Heads of this role.",
+)
 @url_option
 @click.option("--json", "as_json", is_flag=True)
 def query_recurring(
-    model: str, category: str | None, method: str | None, min_count: int, url: str | None, as_json: bool
+    model: str,
+    category: str | None,
+    method: str | None,
+    min_count: int,
+    role: str | None,
+    url: str | None,
+    as_json: bool,
 ) -> None:
-    """Heads and MLPs of a model in the circuits of several relations."""
+    """Heads and MLPs of a model in the circuits of several relations (--role mover: mover heads only)."""
     from dataclasses import asdict
 
     from atlas.db.queries import recurring_components
 
     with _errors():
-        found = recurring_components(_engine(url), model, category, method, min_count)
+        found = recurring_components(_engine(url), model, category, method, min_count, role)
     if as_json:
         _echo_json([asdict(c) for c in found])
         return

@@ -15,7 +15,18 @@ from sqlalchemy import Engine, and_, select
 from sqlalchemy.orm import Session, aliased, defer
 
 from atlas.db import CatalogueError
-from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Model, Relation, Run
+from atlas.db.models import (
+    ROLES,
+    Circuit,
+    CircuitEdge,
+    CircuitNode,
+    Component,
+    Evaluation,
+    HeadRole,
+    Model,
+    Relation,
+    Run,
+)
 from atlas.db.store import MEMBER_DTYPE, transaction
 
 
@@ -100,10 +111,15 @@ def recurring_components(
     category: str | None = None,
     method: str | None = None,
     min_count: int = 2,
+    role: str | None = None,
 ) -> list[RecurringComponent]:
     """Heads and MLPs of `model` (by name) in the circuits of at least `min_count` relations, most relations
-    first, then in graph order. Filters: the relations' category, the runs' method."""
+    first, then in graph order. Filters: the relations' category, the runs' method, and a head role (only
+    heads with that role in a circuit count: "mover heads that recur across relations")."""
     import numpy as np
+
+    if role is not None and role not in ROLES:
+        raise CatalogueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
 
     def filtered(query: Any) -> Any:
         query = query.join(Run, Circuit.run_id == Run.id).join(Model, Run.model_id == Model.id)
@@ -125,6 +141,14 @@ def recurring_components(
         .join(Circuit, CircuitNode.circuit_id == Circuit.id)
         .where(CircuitNode.in_circuit)
     )
+    if role is not None:  # roles are rows per circuit and head: the node-rows path
+        pairs_query = pairs_query.join(
+            HeadRole,
+            and_(
+                HeadRole.circuit_id == CircuitNode.circuit_id,
+                HeadRole.component_id == CircuitNode.component_id,
+            ),
+        ).where(HeadRole.role == role)
     components_query = (
         select(
             Component.id, Component.model_id, Component.name, Component.kind, Component.layer, Component.head
@@ -137,7 +161,7 @@ def recurring_components(
     pairs: list[Any]
     with transaction(target) as session:
         connection = session.connection()
-        if connection.dialect.name == "sqlite":
+        if connection.dialect.name == "sqlite" or role is not None:
             rows, pairs = [], list(connection.execute(pairs_query))
         else:
             rows, pairs = list(connection.execute(sets_query)), []
@@ -555,13 +579,25 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
         run = rows[0][1]
         nodes = [
             {"node": name, "score": score}
-            for name, score in session.execute(
-                select(Component.name, CircuitNode.score)
+            | ({} if role is None else {"role": role, "subject_attention": sa, "relation_attention": ra})
+            for name, score, role, sa, ra in session.execute(
+                select(
+                    Component.name,
+                    CircuitNode.score,
+                    HeadRole.role,
+                    HeadRole.subject_attention,
+                    HeadRole.relation_attention,
+                )
                 .join(Component, CircuitNode.component_id == Component.id)
+                .outerjoin(
+                    HeadRole,
+                    and_(HeadRole.circuit_id == circuit_id, HeadRole.component_id == Component.id),
+                )
                 .where(CircuitNode.circuit_id == circuit_id, CircuitNode.in_circuit)
                 .order_by(Component.id)
             )
         ]
+        roles = session.scalar(select(Circuit.roles).where(Circuit.id == circuit_id))
         edges = [
             {"edge": f"{w}->{r}<{port}>" if port else f"{w}->{r}", "score": score}
             for w, r, port, score in session.execute(
@@ -602,6 +638,7 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
         **asdict(summary),
         "run": {"id": run.id, **params},
         "evaluations": evaluations,
+        "roles": roles,
         "nodes": nodes,
         "edges": edges,
     }

@@ -32,6 +32,7 @@ from atlas.db.models import (
     Component,
     Evaluation,
     Fact,
+    HeadRole,
     Model,
     Relation,
     Run,
@@ -542,6 +543,7 @@ def _store(
         score_dtype=SCORE_DTYPE,
         scores=values,
         **member_sets(graph, circuit),
+        roles=_roles_summary(result),
     )
     session.add(row)
     session.flush()
@@ -552,11 +554,36 @@ def _store(
     )
     session.execute(insert(CircuitNode), _node_rows(row.id, graph, circuit, result.scores, components))
     _copy_edges(session, _edge_rows(row.id, graph, circuit, result, components))
+    in_circuit = set(circuit.nodes)
+    heads = [head for head in (result.roles.heads if result.roles else []) if head.name in in_circuit]
+    if heads:
+        session.execute(
+            insert(HeadRole),
+            [
+                {
+                    "circuit_id": row.id,
+                    "component_id": components[head.name],
+                    "role": head.role,
+                    "subject_attention": head.subject_attention,
+                    "relation_attention": head.relation_attention,
+                    "object_rank": None,
+                }
+                for head in heads
+            ],
+        )
     for split, evaluation in (("discovery", result.discovery), ("heldout", result.heldout)):
         if evaluation is not None:
             session.add(_evaluation(row.id, split, evaluation, result if split == "discovery" else None))
     session.flush()
     return row.id
+
+
+def _roles_summary(result: DiscoveryResult) -> dict[str, Any] | None:
+    """`Circuit.roles`: the thresholds the heads' roles were found with, the prompts, the counts per role."""
+    if result.roles is None:
+        return None
+    roles = result.roles
+    return {"thresholds": asdict(roles.thresholds), "n_prompts": roles.n_prompts, "counts": roles.counts()}
 
 
 def pack_scores(graph: Graph, scores: torch.Tensor, level: str) -> tuple[bytes, str]:

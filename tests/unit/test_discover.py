@@ -63,3 +63,26 @@ def test_a_relation_the_model_does_not_know_is_refused_with_counts(tiny_llama, r
 def test_bad_parameters_are_named(change, message, tiny_llama, relations) -> None:
     with pytest.raises(DiscoveryError, match=message):
         discover(tiny_llama, relations["country_capital_city"], DiscoveryParams(**change))
+
+
+def test_fact_circuit_scores_one_fact_even_with_an_object_the_relation_lacks(tiny_llama, relations) -> None:
+    from dataclasses import replace
+
+    from atlas.core.corpus import Fact
+    from atlas.core.discover import fact_circuit
+
+    relation = relations["country_language"]
+    fact = Fact(relation.facts[0].subject, "Klingon")  # not any fact's object
+    params = DiscoveryParams(method="eap", top_n=25)
+    found = fact_circuit(tiny_llama, relation, fact, params)
+    assert found.fact == fact and found.partner.object != "Klingon" and found.partner.subject != fact.subject
+    assert found.level == "edge" and 0 < found.circuit.n_edges <= 25
+    assert found.scores.shape == (found.circuit.graph.n_writers, found.circuit.graph.n_readers)
+    # Scored on that fact alone: another object gives other scores.
+    other = fact_circuit(tiny_llama, relation, relation.facts[0], params)
+    assert not found.scores.allclose(other.scores)
+    nodes = fact_circuit(tiny_llama, relation, fact, replace(params, level="node", top_n=4))
+    assert nodes.level == "node" and nodes.scores.ndim == 1
+    lonely = replace(relation, facts=(relation.facts[0],))
+    with pytest.raises(DiscoveryError, match="can corrupt"):
+        fact_circuit(tiny_llama, lonely, fact, params)

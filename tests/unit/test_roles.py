@@ -11,7 +11,7 @@ import torch
 
 from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import top_n
-from atlas.core.component_lens import ComponentLens, LensSummary, lens_summary, relation_lens
+from atlas.core.component_lens import ComponentLens, LensSummary, relation_lens
 from atlas.core.corpus import Relation
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel, load_model
@@ -218,7 +218,6 @@ def test_lens_summary_surfacing_points() -> None:
     assert summary.best is not None and summary.best.name == "a1.h0"
     assert summary.first_top1_layer == 1
     assert LensSummary(0).first_top1 is None and LensSummary(0).best is None
-    assert lens_summary.__name__ == "lens_summary"
 
 
 @pytest.mark.slow
