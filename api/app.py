@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from api import errors
 from api.cache import ResponseCache, cache_from_environment
 from api.deps import Sender
-from api.routes import catalogue, circuits, components, jobs, pages
+from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
 from atlas.config import Settings, get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -55,6 +55,8 @@ def create_app(
             {"name": "components", "description": "Heads and MLPs across circuits, relations and models."},
             {"name": "catalogue", "description": "Models, relations and facts."},
             {"name": "jobs", "description": "Extraction jobs: schedule (token), cancel (token), progress."},
+            {"name": "edits", "description": "Knowledge edits: schedule (token), outcomes, circuit changes."},
+            {"name": "analyses", "description": "Stored hallucination, in-context learning, lens results."},
         ],
     )
     app.state.settings = settings
@@ -62,7 +64,15 @@ def create_app(
     app.state.sender = sender
     app.state.cache = cache if cache is not None else cache_from_environment()
     errors.install(app)
-    for router in (circuits.router, components.router, catalogue.router, jobs.router, pages.router):
+    for router in (
+        circuits.router,
+        components.router,
+        catalogue.router,
+        jobs.router,
+        edits.router,
+        analyses.router,
+        pages.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the web pages' JS and CSS
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from atlas.core.corpus import CATEGORIES
+from atlas.db.edits import EDIT_METHODS
 
 MAX_ID = 2**31 - 1  # ids are 32-bit in the schema: larger ones are rejected (422), not sent to the database
 MAX_PAGE = 500
@@ -378,3 +379,162 @@ class JobSubmission(BaseModel):
     job: JobView | None
     existing_circuits: dict[str, int]
     circuits: list[CircuitSummary]
+
+
+# ------------------------------------------------------------------------------------------------- edits
+
+EditMethod = Literal["rome", "ft-m"]
+assert set(EDIT_METHODS) == set(EditMethod.__args__)  # type: ignore[attr-defined]
+
+
+class EditSummary(BaseModel):
+    """A knowledge edit: what was edited, its headline outcome, how much the edited fact's circuit changed."""
+
+    id: int
+    model: str
+    relation: str
+    subject: str
+    old_object: str
+    new_object: str
+    method: str
+    layer: int
+    efficacy: bool | None = Field(description="The new object is ranked first at the edit prompt.")
+    efficacy_prob: bool | None = Field(description="P(new) > P(old) at the edit prompt, after the edit.")
+    generalization: float | None
+    locality: float | None
+    node_jaccard: float | None = Field(
+        description="Heads and MLPs of the edited fact's circuit, before vs after."
+    )
+    edge_jaccard: float | None
+    nodes_gained: int
+    nodes_lost: int
+    created_at: str | None
+
+
+class EditPage(BaseModel):
+    items: list[EditSummary]
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class EditComponentChange(BaseModel):
+    component: str
+    change: str = Field(description="`gained`, `lost` or `kept` by the edited fact's circuit.")
+    score_before: float | None
+    score_after: float | None
+
+
+class EditDetail(EditSummary):
+    """One edit whole. `diff` is the edited fact's circuit diff (nodes and edges gained, lost, kept; edges
+    rescored), with `neighbours`: the same for other facts of the relation; `lens` the new object's rank
+    through the logit lens of each head and MLP of the edited model."""
+
+    n_layers: int
+    n_heads: int
+    category: str
+    prompt: str
+    params: dict[str, Any]
+    outcome: dict[str, Any]
+    update: dict[str, Any]
+    lens: list[dict[str, Any]] | None
+    diff: dict[str, Any] | None
+    seconds: dict[str, Any] | None
+    edited_sha256: str
+    code_version: str
+    components: list[EditComponentChange]
+
+
+class EditComponentCount(BaseModel):
+    """A head or MLP across edits: how many edited facts' circuits gained, lost and kept it."""
+
+    model: str
+    component: str
+    kind: str
+    layer: int | None
+    head: int | None
+    gained: int
+    lost: int
+    kept: int
+    n_edits: int
+
+
+class EditComparison(BaseModel):
+    """Before vs after across the edits of one model, method and layer (means over the edits)."""
+
+    model: str
+    method: str
+    layer: int
+    n_edits: int
+    efficacy: float | None
+    efficacy_prob: float | None
+    generalization: float | None
+    locality: float | None
+    new_prob_before: float | None
+    new_prob_after: float | None
+    old_prob_before: float | None
+    old_prob_after: float | None
+    node_jaccard: float | None
+    edge_jaccard: float | None
+    nodes_gained: float | None
+    nodes_lost: float | None
+
+
+class EditRequestIn(BaseModel):
+    """A knowledge edit: rewrite `subject`'s object in a catalogued relation to `new_object` in `model`."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Name = Field(description="A model name `atlas models` lists: `smollm2-135m`, `tiny-llama`, ...")
+    relation: RelationName = Field(description="A catalogued relation holding a fact about `subject`.")
+    subject: Text
+    new_object: Text
+    method: EditMethod = "rome"
+    layer: int = Field(4, ge=0, le=10_000, description="The MLP layer the edit rewrites.")
+    steps: int | None = Field(None, ge=1, le=10_000, description="Optimization steps (the method's default).")
+    lr: float | None = Field(None, gt=0, le=1_000, description="Learning rate (the method's default).")
+    n_neighbours: int = Field(2, ge=0, le=20, description="Other facts whose circuits are compared too.")
+    top_n: int = Field(100, ge=1, le=1_000_000, description="Edges of each fact's circuit.")
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+
+class EditSubmissionView(BaseModel):
+    """What POST /edits did: queued a new job (created), found an identical job already queued or running,
+    or found the edit already in the catalogue (no job; `edit` is it)."""
+
+    created: bool
+    message: str
+    job: JobView | None
+    edit: EditSummary | None
+
+
+# ------------------------------------------------------------------------------------------------ analyses
+
+AnalysisKind = Literal["hallucination", "icl", "lens"]
+
+
+class AnalysisSummary(BaseModel):
+    id: int
+    kind: str = Field(description="`hallucination`, `icl` (in-context learning, Table 2) or `lens`.")
+    model: str
+    relation: str
+    params: dict[str, Any] = Field(description="The analysis's parameters, all of them (defaults included).")
+    seconds: float | None = Field(description="How long the analysis took to compute.")
+    code_version: str
+    created_at: str | None
+    summary: dict[str, Any] = Field(
+        description="Headline numbers: correct/wrong counts, node Jaccard and top pushers (hallucination); "
+        "the Table 2 probabilities (icl); where the object first surfaces (lens)."
+    )
+
+
+class AnalysisPage(BaseModel):
+    items: list[AnalysisSummary]
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class AnalysisDetail(AnalysisSummary):
+    result: dict[str, Any] = Field(description="The whole result, as the analysis's `to_dict()` gave it.")
+
+
+class RelationAnalyses(BaseModel):
+    relation: str
+    items: list[AnalysisDetail]
+    next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")

@@ -26,6 +26,7 @@ from atlas.core.params import (
 )
 from atlas.db import CatalogueError
 from atlas.db.cli import register as register_catalogue_commands
+from atlas.edit_cli import register as register_edit_commands
 from atlas.json_safe import finite
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def main() -> None:
 
 
 register_catalogue_commands(main)
+register_edit_commands(main)
 register_analysis_commands(main)
 
 

@@ -81,14 +81,16 @@ def run_edit(engine: Engine, request: EditJobRequest, progress: Progress | None 
     def fact_diff(before: Fact, after: Fact) -> tuple[CircuitDiff | None, list[ComponentChange]]:
         """Circuits of `before` in the original model and of `after` in the edited one, diffed; None when
         the fact cannot be paired with a partner of the same prompt length."""
+        found = []
         try:
-            circuit_before = fact_circuit(model, relation, before, request.discovery)
-            steps.advance()
-            circuit_after = fact_circuit(result.model, relation, after, request.discovery)
-            steps.advance()
+            for fact, which in ((before, model), (after, result.model)):
+                found.append(fact_circuit(which, relation, fact, request.discovery))
+                steps.advance()
         except DiscoveryError:
+            for _ in range(2 - len(found)):
+                steps.advance()
             return None, []
-        return _diff(circuit_before, circuit_after)
+        return _diff(*found)
 
     edited_diff, components = fact_diff(
         Fact(request.subject, old_object), Fact(request.subject, request.new_object)

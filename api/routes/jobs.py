@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
 from api.deps import EngineDep, SenderDep, WriteAccess
 from api.errors import ERROR_RESPONSES, ApiError, catalogue_status
@@ -28,9 +28,8 @@ from atlas.core.corpus import Fact as CorpusFact
 from atlas.core.corpus import Relation as CorpusRelation
 from atlas.core.params import DiscoveryParams
 from atlas.db import CatalogueError, queries
-from atlas.db.jobs import DiscoveryRequest, cancel_job, get_job, list_jobs, now, submit_job
-from atlas.db.models import Job
-from atlas.db.store import import_relations, transaction
+from atlas.db.jobs import DiscoveryRequest, abandon_job, cancel_job, get_job, list_jobs, submit_job
+from atlas.db.store import import_relations
 from atlas.json_safe import finite
 
 log = logging.getLogger("api.jobs")
@@ -100,17 +99,6 @@ def _store_fact_list(engine: Engine, facts: FactList) -> str:
     return relation.name
 
 
-def _fail_unsent(engine: Engine, job_id: int, reason: str) -> None:
-    """A job whose id never reached the queue: failed, so it is not left queued forever (and an identical
-    request later queues a new one)."""
-    with transaction(engine, write=True) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="failed", error=reason, finished_at=now())
-        )
-
-
 @router.post(
     "",
     response_model=JobSubmission,
@@ -150,7 +138,7 @@ def schedule(engine: EngineDep, sender: SenderDep, body: JobRequest) -> JSONResp
             sender(submission.job_id, body.queue)
         except Exception as error:  # the broker is down or refuses: kombu and redis raise many kinds
             log.error("job %s: could not be queued: %s", submission.job_id, type(error).__name__)
-            _fail_unsent(engine, submission.job_id, f"could not be queued: {type(error).__name__}")
+            abandon_job(engine, submission.job_id, f"could not be queued: {type(error).__name__}")
             raise ApiError(
                 503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
             ) from None

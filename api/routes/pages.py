@@ -3,8 +3,8 @@ from /static that fetches the JSON endpoints and draws the page (no CDN, no buil
 
 Pages: the catalogue (/ui), one circuit (/ui/circuits/{id}), recurrence (/ui/recurring), a comparison
 (/ui/compare?ids=3&ids=4), a knowledge edit before and after (/ui/edits/{id}) and jobs (/ui/jobs). An unknown
-circuit or edit is a 404 page saying so. The edit page and the catalogue's edit filter read the edits table
-here (the API has no edit endpoint to fetch them from). Imports no torch."""
+circuit or edit is a 404 page saying so. The edit page reads its edit with atlas.db.edits.get_edit
+(the same record GET /edits/{id} returns). Imports no torch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import Engine, select
 
 from api.schemas import MAX_ID
-from atlas.db.models import Circuit, Component, Edit, EditComponent, Model, Relation
+from atlas.db import CatalogueError
+from atlas.db.edits import get_edit
+from atlas.db.models import Circuit, Edit, Model, Relation
 from atlas.db.store import transaction
 from atlas.json_safe import finite
 
@@ -102,53 +104,11 @@ def edit_pairs(engine: Engine) -> list[dict[str, Any]]:
 
 
 def edit_record(engine: Engine, edit_id: int) -> dict[str, Any] | None:
-    """One edit as the edit page draws it: what was edited, the outcome, the circuit's change (`diff`: nodes
-    and edges gained, lost and kept) and the heads and MLPs gained, lost or kept with their scores."""
-    with transaction(engine) as session:
-        row = session.execute(
-            select(Edit, Model, Relation.name, Relation.category)
-            .join(Model, Edit.model_id == Model.id)
-            .join(Relation, Edit.relation_id == Relation.id)
-            .where(Edit.id == edit_id)
-        ).one_or_none()
-        if row is None:
-            return None
-        edit, model, relation, category = row
-        components = [
-            {"component": name, "change": change, "score_before": before, "score_after": after}
-            for name, change, before, after in session.execute(
-                select(
-                    Component.name,
-                    EditComponent.change,
-                    EditComponent.score_before,
-                    EditComponent.score_after,
-                )
-                .join(Component, EditComponent.component_id == Component.id)
-                .where(EditComponent.edit_id == edit_id)
-                .order_by(Component.id)
-            )
-        ]
-        return {
-            "id": edit.id,
-            "model": model.name,
-            "n_layers": model.n_layers,
-            "n_heads": model.n_heads,
-            "relation": relation,
-            "category": category,
-            "subject": edit.subject,
-            "prompt": edit.prompt,
-            "old_object": edit.old_object,
-            "new_object": edit.new_object,
-            "method": edit.method,
-            "layer": edit.layer,
-            "params": edit.params,
-            "outcome": edit.outcome,
-            "update": edit.update,
-            "diff": edit.diff,
-            "seconds": edit.seconds,
-            "components": components,
-            "created_at": edit.created_at.isoformat() if edit.created_at else None,
-        }
+    """One edit as the edit page draws it (atlas.db.edits.get_edit), or None when there is none."""
+    try:
+        return finite(get_edit(engine, edit_id))
+    except CatalogueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- pages

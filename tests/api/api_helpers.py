@@ -8,7 +8,6 @@ and the bundled corpus's relations: no model is loaded, so the API tests stay fa
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
+from services import pg_database as fresh_pg_database
 from sqlalchemy import Engine, insert, select
 
 from api.app import create_app
@@ -35,7 +35,6 @@ from atlas.db.store import (
     transaction,
 )
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
 TOKEN = "test-token-0123456789"
 MODELS = (
     ModelInfo("toy-a", "LlamaForCausalLM", 2, 4, 64, "float32", "a" * 64),
@@ -46,39 +45,10 @@ RELATIONS = ("country_capital_city", "country_language", "name_gender", "adjecti
 PARAMS = DiscoveryParams(method="eap-ig", ig_steps=2, top_n=30, max_facts=4, known_only=False, curve=False)
 
 
-def pg_admin_user() -> tuple[str | None, str]:
-    try:
-        import psycopg
-    except ImportError as error:  # pragma: no cover
-        return None, f"psycopg not installed: {error}"
-    reasons = []
-    for user in ("postgres", "root"):
-        try:
-            with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=3
-            ) as connection:
-                connection.execute("select 1")
-            return user, ""
-        except psycopg.Error as error:
-            reasons.append(f"{user}: {str(error).strip().splitlines()[0]}")
-    return None, f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable ({'; '.join(reasons)})"
-
-
-def pg_execute(user: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True) as c:
-        c.execute(sql.encode())
-
-
 def pg_database(user: str) -> Iterator[str]:
-    """A throw-away database's URL, dropped afterwards."""
-    name = f"atlas_api_{uuid.uuid4().hex[:12]}"
-    pg_execute(user, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        pg_execute(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A throw-away database's URL, dropped afterwards (a generator, for fixtures and `for` loops)."""
+    with fresh_pg_database(user) as url:
+        yield url
 
 
 # ------------------------------------------------------------------------------------- synthetic circuits

@@ -4,7 +4,6 @@ the app with a recording job sender. Helpers live in api_helpers.py."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,23 +11,18 @@ from api_helpers import (
     Catalogue,
     RecordingSender,
     make_client,
-    pg_admin_user,
     pg_database,
     populate,
 )
 from fastapi.testclient import TestClient
+from services import require_pg
 
 from atlas.db.engine import make_engine, upgrade
 
 
 @pytest.fixture(scope="session")
 def pg_admin() -> str:
-    user, reason = pg_admin_user()
-    if user is None:
-        if os.environ.get("ATLAS_REQUIRE_POSTGRES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return user
+    return require_pg()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

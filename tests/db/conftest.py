@@ -4,14 +4,13 @@ and real discovery results from the tiny Llama, computed once per session."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from db_helpers import PARAMS, RELATIONS, Discovered
+from services import pg_database, require_pg
 from sqlalchemy import Engine
 
 from atlas.core.corpus import Relation, bundled_corpus_path, corpus_hash, load_corpus
@@ -19,43 +18,10 @@ from atlas.core.discover import discover
 from atlas.core.models import LoadedModel, load_model
 from atlas.db.engine import make_engine, upgrade
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-
-
-def _pg_admin_user() -> tuple[str | None, str]:
-    """A user that can create databases on the local server, or None and why not."""
-    try:
-        import psycopg
-    except ImportError as error:  # pragma: no cover
-        return None, f"psycopg not installed: {error}"
-    reasons = []
-    for user in ("postgres", "root"):
-        try:
-            with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=3
-            ) as connection:
-                connection.execute("select 1")
-            return user, ""
-        except psycopg.Error as error:
-            reasons.append(f"{user}: {str(error).strip().splitlines()[0]}")
-    return None, f"PostgreSQL at {PG_HOST}:{PG_PORT} unreachable ({'; '.join(reasons)})"
-
 
 @pytest.fixture(scope="session")
 def pg_admin() -> str:
-    user, reason = _pg_admin_user()
-    if user is None:
-        if os.environ.get("ATLAS_REQUIRE_POSTGRES"):  # CI: a missing server is a failure, not a skip
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return user
-
-
-def _pg_execute(user: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True) as c:
-        c.execute(sql.encode())
+    return require_pg()  # skipped without a server; failed in CI (ATLAS_REQUIRE_POSTGRES)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,13 +30,8 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'atlas.db'}"
         return
-    user = request.getfixturevalue("pg_admin")
-    name = f"atlas_test_{uuid.uuid4().hex[:12]}"
-    _pg_execute(user, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        _pg_execute(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database(request.getfixturevalue("pg_admin")) as url:
+        yield url
 
 
 @pytest.fixture

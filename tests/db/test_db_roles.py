@@ -77,3 +77,10 @@ def test_roles_are_stored_with_the_circuit_and_queried(
     assert [(g.kind, g.relations, g.n_circuits) for g in groups] == [
         ("head", ["name_gender", "object_superclass"], 2)
     ]
+
+
+def test_the_catalogue_knows_the_same_roles_as_the_core() -> None:
+    from atlas.core.roles import ROLES as CORE_ROLES
+    from atlas.db.models import ROLES
+
+    assert ROLES == CORE_ROLES

@@ -1,0 +1,303 @@
+"""Knowledge-edit commands for the `atlas` group: `edit` (inline, or `--enqueue` for the workers),
+`edits list|show|compare` and `query edit-components`. Attach with `register(main)`; torch loads only when an
+edit is computed inline.
+
+Bad input ends with one `error:` line on stderr and exit status 2, and stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
+from atlas.db.edits import DEFAULT_NEIGHBOURS, EDIT_DISCOVERY, EDIT_METHODS, EditJobRequest
+from atlas.json_safe import finite
+
+
+@contextmanager
+def _edit_errors() -> Iterator[None]:
+    """The CLI's user errors, and an EditError (checked on the loaded model)."""
+    from atlas.cli import is_user_error
+
+    try:
+        yield
+    except Exception as error:
+        editing = sys.modules.get("atlas.core.editing.base")
+        if not (is_user_error(error) or (editing is not None and isinstance(error, editing.EditError))):
+            raise
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+@click.command("edit")
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True, help="Model name or HF id.")
+@click.option("--relation", required=True, help="Relation whose fact is edited.")
+@click.option("--subject", required=True, help="The subject of the fact to edit (one of the relation's).")
+@click.option("--new-object", required=True, help="The object the edited model should give.")
+@click.option("--method", default="rome", show_default=True, help=f"Edit method: {', '.join(EDIT_METHODS)}.")
+@click.option("--layer", type=int, default=4, show_default=True, help="The MLP layer the edit rewrites.")
+@click.option("--steps", type=int, default=None, help="Optimization steps [the method's default].")
+@click.option("--lr", type=float, default=None, help="Learning rate [the method's default].")
+@click.option(
+    "--neighbours",
+    type=int,
+    default=DEFAULT_NEIGHBOURS,
+    show_default=True,
+    help="Other facts of the relation whose circuits are compared before and after.",
+)
+@click.option(
+    "--top-n", type=int, default=EDIT_DISCOVERY.top_n, show_default=True, help="Edges of each fact circuit."
+)
+@click.option("--corpus", type=click.Path(), default=None, help="LRE-format file or folder [bundled corpus].")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored edit as one JSON object.")
+@click.option(
+    "--enqueue",
+    is_flag=True,
+    help="Queue the edit for the workers (needs ATLAS_BROKER_URL) and print its job.",
+)
+@click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+def edit_command(
+    model_name: str,
+    relation: str,
+    subject: str,
+    new_object: str,
+    method: str,
+    layer: int,
+    steps: int | None,
+    lr: float | None,
+    neighbours: int,
+    top_n: int,
+    corpus: str | None,
+    as_json: bool,
+    enqueue: bool,
+    queue: str,
+) -> None:
+    """Edit one fact of a relation in a copy of a model (ROME or FT-M), measure what changed (efficacy,
+    generalization, locality, the logit lens, the circuits of the fact and of neighbours before and after)
+    and store it in the catalogue. The same edit already stored is shown, not redone."""
+    from atlas.db.edits import submit_edit_job, validate_edit_request
+    from atlas.db.store import import_relations, transaction
+    from atlas.jobs import catalogue_engine, load_relations, pick_relation
+
+    edit = {"method": method, "layer": layer, "steps": steps, "lr": lr}
+    request = EditJobRequest(
+        model_name, relation, subject, new_object, edit, replace(EDIT_DISCOVERY, top_n=top_n), neighbours
+    ).normalized()
+    with _edit_errors():
+        chosen = pick_relation(load_relations(corpus), relation, corpus)
+        engine = catalogue_engine()
+        import_relations(engine, [chosen])
+        with transaction(engine) as session:
+            validate_edit_request(session, request, queue)
+        if enqueue:
+            _enqueue(engine, request, queue, as_json, submit_edit_job)
+            return
+    from atlas.cli import _quiet_libraries, fact_progress
+
+    _quiet_libraries()
+    from atlas.db.edits import get_edit
+    from atlas.edit_jobs import run_edit
+
+    with _edit_errors(), fact_progress(f"edit {subject}") as progress:
+        stored = run_edit(engine, request, progress)
+    record = get_edit(engine, stored.edit_id)
+    if as_json:
+        click.echo(json.dumps(finite({**record, "reused": stored.reused})))
+        return
+    if stored.reused:
+        click.echo(f"edit {stored.edit_id}: this exact edit is already in the catalogue")
+    else:
+        click.echo(f"stored as edit {stored.edit_id}")
+    click.echo(_describe(record))
+
+
+def _enqueue(engine: Any, request: EditJobRequest, queue: str, as_json: bool, submit: Any) -> None:
+    from atlas.config import get_settings
+    from atlas.db import CatalogueError
+
+    if not get_settings().broker_url:
+        raise CatalogueError("--enqueue needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    from workers.enqueue import send_new_job
+
+    submission = submit(engine, request, queue)
+    if submission.created and submission.job_id is not None:
+        send_new_job(engine, submission.job_id, queue)
+    if as_json:
+        click.echo(json.dumps(submission.to_dict()))
+    elif submission.edit_id is not None:
+        click.echo(f"already in the catalogue: edit {submission.edit_id} (nothing queued)")
+    elif submission.created:
+        click.echo(f"queued job {submission.job_id} on {queue} (`atlas jobs show {submission.job_id}`)")
+    else:
+        click.echo(f"job {submission.job_id}: the same edit is already queued or running")
+
+
+def _describe(edit: dict[str, Any]) -> str:
+    """A few lines: what was edited, the outcome, the edited fact's circuit change."""
+    outcome, diff = edit["outcome"] or {}, edit["diff"]
+    new, old = outcome.get("new", {}), outcome.get("old", {})
+    lines = [
+        f"{edit['model']} {edit['method']} layer {edit['layer']}: {edit['prompt']!r} "
+        f"{edit['old_object']!r} -> {edit['new_object']!r}",
+        f"efficacy {outcome.get('efficacy')} (P(new)>P(old) {outcome.get('efficacy_prob')}), generalization "
+        f"{_fmt(outcome.get('generalization'))}, locality {_fmt(outcome.get('locality'))}",
+        f"new object: rank {new.get('rank_before')} -> {new.get('rank_after')}, "
+        f"P {new.get('prob_before', 0):.3g} -> {new.get('prob_after', 0):.3g}; old object: rank "
+        f"{old.get('rank_before')} -> {old.get('rank_after')}, "
+        f"P {old.get('prob_before', 0):.3g} -> {old.get('prob_after', 0):.3g}",
+    ]
+    if diff:
+        lines.append(
+            f"circuit: heads/MLPs {len(diff['nodes_gained'])} gained "
+            f"({', '.join(diff['nodes_gained'][:8])}), "
+            f"{len(diff['nodes_lost'])} lost ({', '.join(diff['nodes_lost'][:8])}); node Jaccard "
+            f"{_fmt(diff['node_jaccard'])}, edge Jaccard {_fmt(diff['edge_jaccard'])}; "
+            f"{len(diff.get('neighbours', []))} neighbour circuits compared"
+        )
+    else:
+        lines.append("circuit: the edited fact has no same-length partner in its relation: no diff")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+
+@click.group("edits")
+def edits_group() -> None:
+    """Catalogued knowledge edits."""
+
+
+def _filters(function: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--model", default=None),
+            click.option("--method", default=None),
+            click.option("--layer", type=int, default=None),
+            url_option,
+            click.option("--json", "as_json", is_flag=True),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+@edits_group.command("list")
+@_filters
+@click.option("--relation", default=None)
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--after", type=int, default=None, help="Show edits after this id (the previous page's next).")
+def edits_list(
+    model: str | None,
+    method: str | None,
+    layer: int | None,
+    url: str | None,
+    as_json: bool,
+    relation: str | None,
+    limit: int,
+    after: int | None,
+) -> None:
+    """List edits, `--limit` per page."""
+    from atlas.db.edits import list_edits
+
+    with _errors():
+        page = list_edits(_engine(url), model, relation, method, layer, after, limit)
+    if as_json:
+        _echo_json(page)
+        return
+    header = (
+        f"{'id':>5} {'model':<14} {'relation':<24} {'method':<6} {'layer':>5} {'edit':<32} "
+        f"{'efficacy':>8} {'general':>7} {'local':>6} {'nodeJ':>6}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for e in page["items"]:
+        what = f"{e['subject']}: {e['old_object']} -> {e['new_object']}"[:32]
+        click.echo(
+            f"{e['id']:>5} {e['model']:<14} {e['relation']:<24} {e['method']:<6} {e['layer']:>5} {what:<32} "
+            f"{e['efficacy']!s:>8} {_fmt(e['generalization']):>7} {_fmt(e['locality']):>6} "
+            f"{_fmt(e['node_jaccard']):>6}"
+        )
+    if page["next"] is not None:
+        click.echo(f"more: --after {page['next']}")
+
+
+@edits_group.command("show")
+@click.argument("edit_id", type=int)
+@url_option
+@click.option("--json", "as_json", is_flag=True)
+def edits_show(edit_id: int, url: str | None, as_json: bool) -> None:
+    """One edit: what was edited, the outcome, the circuit change (--json: everything stored)."""
+    from atlas.db.edits import get_edit
+
+    with _errors():
+        record = get_edit(_engine(url), edit_id)
+    if as_json:
+        _echo_json(record)
+        return
+    click.echo(f"edit {edit_id}")
+    click.echo(_describe(record))
+    for c in record["components"]:
+        if c["change"] != "kept":
+            click.echo(
+                f"  {c['component']:<8} {c['change']:<7} "
+                f"{_fmt(c['score_before'])} -> {_fmt(c['score_after'])}"
+            )
+
+
+@edits_group.command("compare")
+@_filters
+def edits_compare(
+    model: str | None, method: str | None, layer: int | None, url: str | None, as_json: bool
+) -> None:
+    """Before vs after across edits, per model, method and layer."""
+    from atlas.db.edits import edit_comparison
+
+    with _errors():
+        groups = edit_comparison(_engine(url), model, method, layer)
+    if as_json:
+        _echo_json(groups)
+        return
+    for g in groups:
+        click.echo(
+            f"{g['model']} {g['method']} layer {g['layer']}: {g['n_edits']} edits, efficacy "
+            f"{_fmt(g['efficacy'])}, generalization {_fmt(g['generalization'])}, "
+            f"locality {_fmt(g['locality'])}, "
+            f"node Jaccard {_fmt(g['node_jaccard'])}, heads/MLPs gained {_fmt(g['nodes_gained'])} lost "
+            f"{_fmt(g['nodes_lost'])}"
+        )
+
+
+@click.command("edit-components")
+@_filters
+def query_edit_components(
+    model: str | None, method: str | None, layer: int | None, url: str | None, as_json: bool
+) -> None:
+    """Heads and MLPs edits change in the edited facts' circuits: how many edits gained, lost, kept each."""
+    from atlas.db.edits import edit_component_changes
+
+    with _errors():
+        rows = edit_component_changes(_engine(url), model, method, layer)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        click.echo("no edit matches")
+    click.echo(f"{'model':<14} {'component':<9} {'gained':>6} {'lost':>5} {'kept':>5}")
+    for r in rows:
+        click.echo(f"{r['model']:<14} {r['component']:<9} {r['gained']:>6} {r['lost']:>5} {r['kept']:>5}")
+
+
+def register(main: click.Group) -> None:
+    """Attach `edit`, `edits` and `query edit-components` to the `atlas` group (after the catalogue's)."""
+    main.add_command(edit_command)
+    main.add_command(edits_group)
+    query = main.commands.get("query")
+    if isinstance(query, click.Group):
+        query.add_command(query_edit_components)
