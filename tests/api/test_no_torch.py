@@ -1,5 +1,6 @@
 """The API process never imports torch: it builds the app, answers reads and schedules a job (the path that
-looks runs up in the catalogue) with torch absent from sys.modules."""
+looks runs up in the catalogue), reads stored analyses, reads edits and schedules one, with torch absent from
+sys.modules."""
 
 from __future__ import annotations
 
@@ -19,15 +20,33 @@ from atlas.db.store import import_relations
 settings = Settings(database_url=sys.argv[1], api_token="t")
 sent = []
 app = create_app(settings, sender=lambda job_id, queue: sent.append(job_id) or "task")
-import_relations(app.state.engine, load_corpus(bundled_corpus_path()).values())
+corpus = load_corpus(bundled_corpus_path())
+import_relations(app.state.engine, corpus.values())
+from atlas.db.analyses import store_analysis
+from atlas.db.store import ModelInfo
+toy = ModelInfo("toy", "LlamaForCausalLM", 2, 4, 64, "float32", "a" * 64)
+store_analysis(app.state.engine, "icl", toy, corpus["country_capital_city"], {"k": 2}, {"prob_original": 0.5})
 client = TestClient(app)
 statuses = [
     client.get("/openapi.json").status_code,
     client.get("/circuits").status_code,
     client.get("/relations").status_code,
+    client.get("/analyses").status_code,
+    client.get("/analyses/1").status_code,
+    client.get("/relations/country_capital_city/analyses").status_code,
     client.post(
         "/jobs",
         json={"model": "tiny-llama", "relations": ["country_capital_city"], "method": "eap"},
+        headers={"Authorization": "Bearer t"},
+    ).status_code,
+    client.get("/edits").status_code,
+    client.get("/edits/components").status_code,
+    client.get("/edits/summary").status_code,
+    client.get("/edits/1").status_code,
+    client.post(
+        "/edits",
+        json={"model": "tiny-llama", "relation": "country_capital_city", "subject": "France",
+              "new_object": "Berlin", "layer": 1},
         headers={"Authorization": "Bearer t"},
     ).status_code,
 ]
@@ -43,6 +62,6 @@ def test_the_api_never_imports_torch(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["statuses"] == [200, 200, 200, 201]
-    assert result["sent"] == [1]
+    assert result["statuses"] == [200, 200, 200, 200, 200, 200, 201, 200, 200, 200, 404, 201]
+    assert result["sent"] == [1, 2]
     assert result["heavy"] == [] and result["torch"] is False

@@ -30,7 +30,9 @@ ICL = ICLParams(k=2, top_n=8, max_facts=3, n_random=2, batch_size=4, known_only=
 
 
 @pytest.fixture(scope="module")
-def computed(llama: LoadedModel, corpus: dict[str, Relation]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+def computed(
+    llama: LoadedModel, corpus: dict[str, Relation]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """Real results of the tiny Llama (it knows no fact: every answer is wrong, ICL keeps unknown facts):
     kind -> (params, result)."""
     relation = corpus[RELATION]
@@ -108,7 +110,10 @@ def test_bad_input_stores_nothing(engine: Engine, llama: LoadedModel, corpus: di
             "is of relation",
             lambda: store_analysis(engine, "icl", info, relation, params, {**result, "relation": "x"}),
         ),
-        ("is of model", lambda: store_analysis(engine, "icl", info, relation, params, {**result, "model": "x"})),
+        (
+            "is of model",
+            lambda: store_analysis(engine, "icl", info, relation, params, {**result, "model": "x"}),
+        ),
         ("must be JSON", lambda: store_analysis(engine, "icl", info, relation, params, {"x": {1, 2}})),
         ("non-negative", lambda: store_analysis(engine, "icl", info, relation, params, result, float("nan"))),
         ("get_analysis", lambda: get_analysis(engine, 12345)),

@@ -51,10 +51,8 @@ def services(tmp_path: Path) -> Iterator[tuple[Engine, dict[str, str]]]:
     redis.Redis.from_url(broker).flushdb()
 
 
-def _submit(
-    engine: Engine, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: DiscoveryRequest
-) -> int:
-    """Submit as `atlas discover --enqueue` does (same function), against this test's broker."""
+def _use_services(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point this process's settings and Celery app at this test's database and broker."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     from atlas.config import get_settings
@@ -63,6 +61,13 @@ def _submit(
     import workers.app
 
     workers.app.app.conf.broker_url = env["ATLAS_BROKER_URL"]
+
+
+def _submit(
+    engine: Engine, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: DiscoveryRequest
+) -> int:
+    """Submit as `atlas discover --enqueue` does (same function), against this test's broker."""
+    _use_services(env, monkeypatch)
     from workers.enqueue import submit_and_send
 
     submission = submit_and_send(engine, request, "cpu")
@@ -194,3 +199,34 @@ def test_bad_jobs_are_refused_before_they_are_queued(
     with engine.connect() as connection:
         assert connection.execute(select(func.count(Job.id))).scalar() == 0
     assert redis.Redis.from_url(env["ATLAS_BROKER_URL"]).llen("cpu") == 0
+
+
+def test_worker_runs_an_edit_job_end_to_end(
+    services: tuple[Engine, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit job (as `atlas edit --enqueue` submits it) runs on a worker and stores one edit; the same
+    edit submitted again is found in the catalogue."""
+    from atlas.db.edits import EditJobRequest, get_edit, submit_edit_job
+    from workers.enqueue import send_new_job
+
+    engine, env = services
+    _use_services(env, monkeypatch)
+    edit = {"method": "rome", "layer": 1, "steps": 3, "n_prefixes": 2, "cov_tokens": 256}
+    request = EditJobRequest("tiny-llama", "country_capital_city", "Japan", "Rome", edit, n_neighbours=1)
+    submission = submit_edit_job(engine, request, "cpu")
+    assert submission.created and submission.job_id is not None
+    send_new_job(engine, submission.job_id, "cpu")
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_for(
+            lambda: _status(engine, submission.job_id) in ("done", "failed"), 240, "the edit", worker.output
+        )
+    finally:
+        worker.stop()
+    job = get_job(engine, submission.job_id)
+    assert job["status"] == "done", job["error"]
+    assert job["kind"] == "edit" and job["progress"]["relations_done"] == 1 and len(job["edit_ids"]) == 1
+    stored = get_edit(engine, job["edit_ids"][0])
+    assert stored["subject"] == "Japan" and stored["new_object"] == "Rome" and stored["components"]
+    again = submit_edit_job(engine, request, "cpu")
+    assert (again.job_id, again.edit_id) == (None, stored["id"])
