@@ -107,8 +107,6 @@ BAD = [
 def test_bad_edits_fail_clearly_and_store_nothing(
     catalogue: Engine, change: dict[str, object], error: type[Exception], message: str
 ) -> None:
-    if catalogue.dialect.name != "sqlite":
-        pytest.skip("input checks do not depend on the backend")
     request = dataclasses.replace(REQUEST, **change)  # type: ignore[arg-type]
     with pytest.raises(error, match=message.replace("(", r"\(")):
         run_edit(catalogue, request)
@@ -120,8 +118,6 @@ def test_bad_edits_fail_clearly_and_store_nothing(
 
 
 def test_edit_jobs_are_submitted_once(catalogue: Engine) -> None:
-    if catalogue.dialect.name != "sqlite":
-        pytest.skip("job submission is covered on PostgreSQL by the worker test")
     first = submit_edit_job(catalogue, REQUEST, "cpu")
     assert first.created and first.job_id is not None and first.edit_id is None
     job = get_job(catalogue, first.job_id)
