@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from atlas.core.corpus import Relation
-from atlas.core.params import DiscoveryError
+from atlas.spec.params import DiscoveryError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from atlas.core.params import METHODS
 from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
+from atlas.spec.methods import METHOD_NAMES as METHODS
 
 
 def _analyze(kind: str, options: dict[str, Any]) -> None:

@@ -14,20 +14,23 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from atlas.analysis_cli import register as register_analysis_commands
-from atlas.core.params import (
-    ABLATIONS,
-    DEFAULT_TOP_N,
-    DEFAULT_TOP_N_NODES,
-    LEVELS,
-    METHODS,
-    METRICS,
-    DiscoveryError,
-    DiscoveryParams,
-)
 from atlas.db import CatalogueError
 from atlas.db.cli import register as register_catalogue_commands
 from atlas.edit_cli import register as register_edit_commands
 from atlas.json_safe import finite
+from atlas.spec.errors import AtlasError
+from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES
+from atlas.spec.params import (
+    ABLATIONS,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_MAX_EDGE_FRACTION,
+    DEFAULT_MAX_NODE_FRACTION,
+    DEFAULT_TARGET_FAITHFULNESS,
+    LEVELS,
+    METRICS,
+    DiscoveryError,
+    DiscoveryParams,
+)
 
 if TYPE_CHECKING:
     from atlas.core.discover import DiscoveryResult
@@ -37,14 +40,13 @@ if TYPE_CHECKING:
 USER_ERRORS = (
     ("atlas.core.corpus", "CorpusError"),
     ("atlas.core.models", "ModelLoadError"),
-    ("atlas.core.params", "DiscoveryError"),
     ("atlas.core.pairs", "PairingError"),
     ("atlas.db", "CatalogueError"),
 )
 
 
 def is_user_error(error: BaseException) -> bool:
-    return any(
+    return isinstance(error, AtlasError) or any(
         isinstance(error, getattr(sys.modules[module], name))
         for module, name in USER_ERRORS
         if module in sys.modules
@@ -107,22 +109,53 @@ register_analysis_commands(main)
 
 def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--method", type=click.Choice(METHODS), default="eap-ig", show_default=True),
         click.option(
-            "--ig-steps", type=int, default=5, show_default=True, help="EAP-IG interpolation steps."
+            "--method",
+            type=click.Choice(METHOD_NAMES),
+            default=DEFAULT_METHOD,
+            show_default=True,
+            help="Attribution method (docs/method.md compares them).",
         ),
+        click.option("--ig-steps", type=int, default=5, show_default=True, help="Integrated-gradient steps."),
         click.option("--metric", type=click.Choice(METRICS), default="logprob", show_default=True),
         click.option(
-            "--top-n",
-            type=int,
+            "--target-faithfulness",
+            type=float,
             default=None,
-            help=f"Edges kept [{DEFAULT_TOP_N}; {DEFAULT_TOP_N_NODES} nodes].",
+            help=f"Size the circuit as the smallest one this faithful on the discovery facts "
+            f"[{DEFAULT_TARGET_FAITHFULNESS}; the default rule].",
         ),
         click.option(
-            "--threshold", type=float, default=None, help="Keep edges with |score| >= this instead."
+            "--max-edges",
+            type=int,
+            default=None,
+            help=f"Largest circuit the faithfulness search may choose "
+            f"[{DEFAULT_MAX_EDGE_FRACTION:.0%} of the graph's edges].",
+        ),
+        click.option(
+            "--max-nodes",
+            type=int,
+            default=None,
+            help=f"Node level: the search's cap in heads and MLPs [{DEFAULT_MAX_NODE_FRACTION:.0%} of them].",
+        ),
+        click.option(
+            "--top-n", type=int, default=None, help="A fixed size instead: the n highest-|score| edges."
+        ),
+        click.option("--threshold", type=float, default=None, help="Or every edge with |score| >= this."),
+        click.option(
+            "--bootstrap",
+            type=int,
+            default=DEFAULT_BOOTSTRAP,
+            show_default=True,
+            help="Resamples of the discovery facts for each member's stability (0: off).",
         ),
         click.option("--max-facts", type=int, default=32, show_default=True, help="Facts to discover from."),
-        click.option("--template", default=None, help="Prompt template: an index or a string with {}."),
+        click.option(
+            "--template",
+            default=None,
+            help="Prompt template: an index, a string with {}, or 'auto' (the one the model knows most facts "
+            "under) [the first zero-shot template].",
+        ),
         click.option("--ablation", type=click.Choice(ABLATIONS), default="corrupt", show_default=True),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option(
@@ -146,8 +179,12 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
         method=options["method"],
         ig_steps=options["ig_steps"],
         metric=options["metric"],
+        target_faithfulness=options.get("target_faithfulness"),
+        max_edges=options.get("max_edges"),
+        max_nodes=options.get("max_nodes"),
         top_n=options["top_n"],
         threshold=options["threshold"],
+        bootstrap=options.get("bootstrap", DEFAULT_BOOTSTRAP),
         max_facts=options["max_facts"],
         template=template,
         ablation=options["ablation"],
@@ -276,22 +313,21 @@ def _show_stored(circuit_id: int | None, as_json: bool, save: str | None) -> Non
 @main.command()
 @click.option("--model", "model_name", default="smollm2-135m", show_default=True)
 @click.option("--max-facts", type=int, default=16, show_default=True)
-@click.option("--method", type=click.Choice(METHODS), default="eap-ig", show_default=True)
-@click.option("--top-n", type=int, default=None, help=f"Edges kept [{DEFAULT_TOP_N}].")
+@click.option("--method", type=click.Choice(METHOD_NAMES), default=DEFAULT_METHOD, show_default=True)
 @click.option("--relations", default=None, help="Comma-separated relation names [all bundled ones].")
 @click.option("--json", "as_json", is_flag=True)
-def demo(
-    model_name: str, max_facts: int, method: str, top_n: int | None, relations: str | None, as_json: bool
-) -> None:
-    """Circuits for every relation of the bundled corpus, a Table-1 summary, and the recurring heads.
-    Each circuit is also stored in the catalogue (the embedded SQLite file by default)."""
+def demo(model_name: str, max_facts: int, method: str, relations: str | None, as_json: bool) -> None:
+    """Circuits for every relation of the bundled corpus, each the smallest that reaches the default
+    faithfulness, a summary table, and the heads that recur across relations. Each circuit is also stored
+    in the catalogue (the embedded SQLite file by default)."""
     _quiet_libraries()
     from atlas.jobs import catalogue_engine, load_relations, pick_relation, run_discovery, store_result
 
     summaries, results = [], []
     with user_errors():
         engine = catalogue_engine()
-        params = DiscoveryParams(method=method, max_facts=max_facts, top_n=top_n, curve=False)  # type: ignore[arg-type]
+        params = DiscoveryParams(method=method, max_facts=max_facts, curve=False)
+        params.validate()
         corpus = load_relations(None)
         names = relations.split(",") if relations else list(corpus)
         for relation in [pick_relation(corpus, name.strip(), None) for name in names]:
@@ -311,19 +347,23 @@ def demo(
             if not as_json:
                 seconds = sum(result.seconds.values())
                 click.echo(
-                    f"{relation.name}: circuit {circuit_id}, "
-                    f"{result.circuit.n_edges} edges in {seconds:.1f} s"
+                    f"{relation.name}: circuit {circuit_id}, {result.circuit.n_edges} edges "
+                    f"({'target met' if result.target_met else 'target NOT met'}) in {seconds:.1f} s"
                 )
-    recurring = shared_components(results)
+    met = [result for result in results if result.target_met is not False]
+    recurring = shared_components(met)
     if as_json:
         click.echo(json.dumps(finite({"circuits": summaries, "recurring": recurring})))
         return
     click.echo("\n" + table(summaries))
-    click.echo(f"\nComponents in the circuits of several relations (of {len(results)}):")
+    click.echo(
+        f"\nComponents in the circuits of several relations (of the {len(met)} circuits that met their "
+        "faithfulness target):"
+    )
     heads = [(name, shared) for name, shared in recurring if name.startswith("a")]
     mlps = [(name, shared) for name, shared in recurring if name.startswith("m")]
     for component, shared_by in heads[:15]:
-        listed = "all" if len(shared_by) == len(results) else ", ".join(shared_by)
+        listed = "all" if len(shared_by) == len(met) else ", ".join(shared_by)
         click.echo(f"  {component:<8} {len(shared_by):>2}  {listed}")
     click.echo("  MLPs: " + ", ".join(f"{name} ({len(shared)})" for name, shared in mlps))
 
@@ -418,19 +458,48 @@ def circuit_document(result: DiscoveryResult) -> dict[str, Any]:
 
 
 def table(summaries: list[dict[str, Any]]) -> str:
+    """One line per circuit, led by its size and held-out faithfulness; the paper's Hit@10 last, starred
+    where a random circuit of the same size reaches it on half the facts or more (uninformative)."""
     header = (
-        f"{'model':<14} {'relation':<26} {'method':<7} {'facts':>5} {'nodes':>5} {'edges':>6} "
-        f"{'Hit@10 orig':>11} {'circuit':>8} {'random':>7} {'faithful':>9}"
+        f"{'relation':<26} {'method':<7} {'facts':>5} {'objs':>4} {'size':>6} {'%graph':>7} {'met':>3} "
+        f"{'faithful':>8} {'held-out':>8} {'random':>7}  {'top-1 orig/circ/rand':<20} "
+        f"{'Hit@10 orig/circ/rand':<22}"
     )
     lines = [header, "-" * len(header)]
+    starred = False
     for s in summaries:
-        hit = s["hit_at_10"]
+        held = s["heldout"] or {}
+        reference = held or s
+        hit, top1 = reference["hit_at_10"], reference["top1"]
+        star = "" if reference["hit_at_10_informative"] else "*"
+        starred = starred or bool(star)
+        met = {True: "yes", False: "no", None: "-"}[s["target_met"]]
         lines.append(
-            f"{s['model']:<14} {s['relation']:<26} {s['method']:<7} {s['n_facts']:>5} {s['n_nodes']:>5} "
-            f"{s['n_edges']:>6} {hit['original']:>11.3f} {hit['circuit']:>8.3f} {hit['random']:>7.3f} "
-            f"{s['faithfulness']:>9.3f}"
+            f"{s['relation']:<26} {s['method'][:7]:<7} {s['n_facts']:>5} {s['answer_set']:>4} {s['size']:>6} "
+            f"{_number(s['size_percent'], '.2f', 6)}% {met:>3} {_number(s['faithfulness'])} "
+            f"{_number(held.get('faithfulness'))} {_number(reference['faithfulness_random'], width=7)}  "
+            f"{_triple(top1):<20} {_triple(hit) + star:<22}"
         )
-    return "\n".join(lines)
+    notes = []
+    if summaries:
+        notes.append(
+            f"model {summaries[0]['model']}; faithful, held-out: faithfulness on the discovery and held-out "
+            "facts; random: a random circuit of the same size; top-1 and Hit@10 on held-out facts where "
+            "there are any"
+        )
+    if starred:
+        notes.append("* Hit@10 uninformative: a random circuit of the same size reaches it on half the facts")
+    return "\n".join(lines + notes)
+
+
+def _number(value: float | None, spec: str = ".3f", width: int = 8) -> str:
+    if value is None or value != value:
+        return "-".rjust(width)
+    return f"{value:{spec}}".rjust(width)
+
+
+def _triple(values: dict[str, float]) -> str:
+    return "/".join("-" if v is None or v != v else f"{v:.2f}" for v in values.values())
 
 
 def _counts_line(summary: dict[str, Any]) -> str:

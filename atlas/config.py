@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = 900
     # A running job whose heartbeat is older than this many seconds is taken over by the next delivery.
     job_stale_seconds: float = 60.0
+    # Memory for evaluating circuits several to a forward pass (their activation differences), in MiB.
+    eval_memory_mb: int = 1024
     # CPU threads for torch; 0 leaves torch's default.
     threads: int = 0
 

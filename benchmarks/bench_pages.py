@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO / "tests" / "api"))
 from api_helpers import store_synthetic  # noqa: E402
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus  # noqa: E402
-from atlas.core.params import DiscoveryParams  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
 from atlas.db.store import ModelInfo, import_relations  # noqa: E402
+from atlas.spec.params import DiscoveryParams  # noqa: E402
 
 SMOLLM2 = ModelInfo("smollm2-135m", "LlamaForCausalLM", 30, 9, 576, "float32", "5" * 64)
 RELATIONS = ("country_capital_city", "country_language", "name_gender", "adjective_antonym")

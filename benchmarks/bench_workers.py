@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from services import WorkerProcess, pg_database, require_redis, wait_for  # noqa: E402
 
 from atlas.core.corpus import load_corpus  # noqa: E402
-from atlas.core.params import DiscoveryParams  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
 from atlas.db.jobs import DiscoveryRequest, get_job  # noqa: E402
 from atlas.db.store import import_relations  # noqa: E402
+from atlas.spec.params import DiscoveryParams  # noqa: E402
 
 RELATIONS = (
     "country_capital_city",

@@ -4,6 +4,7 @@ atlas.db.engine.upgrade), else from ATLAS_DATABASE_URL / the embedded SQLite def
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from atlas.db.engine import database_url, make_engine
 from atlas.db.models import Base
@@ -36,15 +37,30 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
+        render_as_batch=sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    # SQLite changes a table's constraints by copying it: dropping the old copy would cascade to every row
+    # that refers to it. Foreign keys are off while migrations run (a pragma that only takes effect outside
+    # a transaction, so it goes straight to the driver), then checked and back on.
+    driver = connection.connection.driver_connection if sqlite and not connection.in_transaction() else None
+    if driver is not None:
+        driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            if driver is not None:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows that refer to missing ones: {broken[:5]}")
+    finally:
+        if driver is not None:
+            driver.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

@@ -26,11 +26,11 @@ from api.schemas import (
 )
 from atlas.core.corpus import Fact as CorpusFact
 from atlas.core.corpus import Relation as CorpusRelation
-from atlas.core.params import DiscoveryParams
 from atlas.db import CatalogueError, queries
 from atlas.db.jobs import DiscoveryRequest, abandon_job, cancel_job, get_job, list_jobs, submit_job
 from atlas.db.store import import_relations
 from atlas.json_safe import finite
+from atlas.spec.params import DiscoveryParams
 
 log = logging.getLogger("api.jobs")
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)

@@ -1,23 +1,50 @@
-"""Circuit evaluation: Hit@10 of the original model, the circuit and a random circuit of the same size,
-faithfulness `(m(circuit) - m(empty)) / (m(full) - m(empty))`, and the faithfulness curve over sizes."""
+"""Circuit evaluation on one split of facts: the metric, Hit@10 and top-1 of the original model, of circuits
+and of random circuits; faithfulness `(m(circuit) - m(empty)) / (m(full) - m(empty))`; the faithfulness
+curve over sizes.
+
+An `Evaluator` holds one split's batches. Per batch it computes once what every circuit shares (the writers'
+ablated outputs, the full model's readout); circuits are evaluated several to a forward pass (stacked on
+the batch axis, as many as `ATLAS_EVAL_MEMORY_MB` allows) and each distinct edge set only once.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from atlas.core.attribution import Ablation, ablated_activations
-from atlas.core.circuit import Circuit, node_circuit, prune
+from atlas.core.attribution.base import ablated_outputs
+from atlas.core.circuit import Circuit
 from atlas.core.graph import Graph
-from atlas.core.intervention import run_circuit
+from atlas.core.intervention import patched_logits
 from atlas.core.metrics import Metric, hits_at_k
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
+from atlas.core.readout import readout_batch, readout_logits
+from atlas.spec import graph as index
 
-# Circuit sizes of the faithfulness curve, in percent of the graph's edges (MIB's grid).
+# Circuit sizes of the faithfulness curve, in percent of the graph's edges (or of its heads and MLPs at node
+# level): MIB's grid.
 CURVE_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+# A Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
+UNINFORMATIVE_HIT_RANDOM = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Means over a split's facts of one run (the full model, the empty circuit, or a circuit)."""
+
+    metric: float
+    hit: float  # Hit@10: every object token in the top 10 where it is predicted
+    top1: float  # every object token ranked first where it is predicted
+
+
+def faithfulness(circuit: float, full: float, empty: float) -> float:
+    gap = full - empty
+    return float("nan") if abs(gap) < 1e-9 else (circuit - empty) / gap
 
 
 @dataclass
@@ -30,6 +57,9 @@ class SplitEvaluation:
     metric_empty: float
     metric_circuit: float
     metric_random: float
+    top1_original: float = float("nan")
+    top1_circuit: float = float("nan")
+    top1_random: float = float("nan")
 
     @property
     def faithfulness(self) -> float:
@@ -39,11 +69,17 @@ class SplitEvaluation:
     def faithfulness_random(self) -> float:
         return faithfulness(self.metric_random, self.metric_full, self.metric_empty)
 
+    @property
+    def hit_informative(self) -> bool:
+        """False where a random circuit of the same size reaches Hit@10 on half the facts or more: the
+        answer set is so small that Hit@10 cannot tell a circuit from a random one."""
+        return not self.hit_random >= UNINFORMATIVE_HIT_RANDOM
+
 
 @dataclass
 class CurvePoint:
     percent: float
-    n_edges: int
+    n_edges: int  # edges kept (pruned), or heads and MLPs kept at node level
     faithfulness: float
 
 
@@ -62,110 +98,198 @@ class FaithfulnessCurve:
         return area
 
 
-def faithfulness(circuit: float, full: float, empty: float) -> float:
-    gap = full - empty
-    return float("nan") if abs(gap) < 1e-9 else (circuit - empty) / gap
-
-
 @torch.no_grad()
 def known_mask(model: LoadedModel, batch: Batch, k: int = 10) -> list[bool]:
     """Whether the model ranks each pair's object in its top k, in `batch.pairs` order."""
     batch = batch.to(model.device)
-    logits = model.bridge(batch.clean, return_type="logits")
-    return [bool(hit) for hit in hits_at_k(logits, batch, k).tolist()]
+    logits = readout_logits(model, batch.clean, batch)
+    return [bool(hit) for hit in hits_at_k(logits, readout_batch(batch), k).tolist()]
 
 
-@torch.no_grad()
-def evaluate_split(
-    model: LoadedModel,
-    graph: Graph,
-    batches: Sequence[Batch],
-    circuit: Circuit,
-    random: Circuit,
-    metric: Metric,
-    ablation: Ablation,
-) -> SplitEvaluation:
-    empty = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
-    level = circuit.level
-    sums = dict.fromkeys(("hit_o", "hit_c", "hit_r", "m_full", "m_empty", "m_c", "m_r"), 0.0)
-    n = 0
-    for batch in batches:
-        batch = batch.to(model.device)
-        ablated = ablated_activations(model, graph, batch, ablation)
-        full = model.bridge(batch.clean, return_type="logits")
-        runs = {
-            "c": run_circuit(model, graph, batch.clean, ablated, circuit.edges, level),
-            "r": run_circuit(model, graph, batch.clean, ablated, random.edges, level),
-        }
-        sums["hit_o"] += float(hits_at_k(full, batch).sum())
-        sums["hit_c"] += float(hits_at_k(runs["c"], batch).sum())
-        sums["hit_r"] += float(hits_at_k(runs["r"], batch).sum())
-        sums["m_full"] += float(metric(full, batch).sum())
-        sums["m_empty"] += float(
-            metric(run_circuit(model, graph, batch.clean, ablated, empty, level), batch).sum()
+def eval_memory_bytes() -> int:
+    from atlas.config import get_settings
+
+    return int(get_settings().eval_memory_mb) * 2**20
+
+
+class Evaluator:
+    """Evaluates circuits (bool edge masks `[n_writers, n_readers]`) on one split's batches."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        graph: Graph,
+        batches: Sequence[Batch],
+        metric: Metric,
+        ablation: str,
+        level: str,
+        memory_bytes: int | None = None,
+    ) -> None:
+        self.model, self.graph, self.metric, self.ablation, self.level = model, graph, metric, ablation, level
+        self.batches = [batch.to(model.device) for batch in batches]
+        self.n_facts = sum(batch.size for batch in self.batches)
+        self.memory_bytes = eval_memory_bytes() if memory_bytes is None else memory_bytes
+        self._ablated: dict[int, torch.Tensor] = {}
+        self._cache: dict[bytes, Outcome] = {}
+        self._full: Outcome | None = None
+        self.forwards = 0  # patched forward passes run (each holds up to `chunk` circuits)
+
+    # ------------------------------------------------------------------------------------ shared per batch
+
+    def ablated(self, i: int) -> torch.Tensor:
+        """Batch i's writers' ablated outputs; kept while they fit in half the memory budget."""
+        if i in self._ablated:
+            return self._ablated[i]
+        batch = self.batches[i]
+        values = ablated_outputs(self.model, self.graph, batch, self.ablation)
+        held = sum(t.numel() * t.element_size() for t in self._ablated.values())
+        if held + values.numel() * values.element_size() <= self.memory_bytes // 2:
+            self._ablated[i] = values
+        return values
+
+    @property
+    def full(self) -> Outcome:
+        """The model as it is."""
+        if self._full is None:
+            sums = np.zeros(3)
+            with torch.no_grad():
+                for batch in self.batches:
+                    logits = readout_logits(self.model, batch.clean, batch)
+                    sums += self._sums(logits, readout_batch(batch))
+            self._full = self._outcome(sums)
+        return self._full
+
+    @property
+    def empty(self) -> Outcome:
+        """Every edge (every head and MLP) ablated."""
+        return self.outcomes([torch.zeros(self.graph.n_writers, self.graph.n_readers, dtype=torch.bool)])[0]
+
+    def faithfulness(self, outcome: Outcome) -> float:
+        return faithfulness(outcome.metric, self.full.metric, self.empty.metric)
+
+    # -------------------------------------------------------------------------------------------- circuits
+
+    @property
+    def chunk(self) -> int:
+        """Circuits per patched forward: the differences kept per circuit cost at most n_writers x the
+        largest batch's activations."""
+        largest = max((b.size * b.clean.shape[1] for b in self.batches), default=1)
+        per_circuit = self.graph.n_writers * largest * self.model.d_model * 4
+        return max(1, min(16, self.memory_bytes // 2 // max(per_circuit, 1)))
+
+    def outcomes(self, circuits: Sequence[torch.Tensor]) -> list[Outcome]:
+        """Each circuit's outcome, in order; an edge set evaluated before is not run again."""
+        keys = [_mask_key(edges) for edges in circuits]
+        pending = dict(zip(keys, circuits, strict=True))
+        todo = [key for key in pending if key not in self._cache]
+        for start in range(0, len(todo), self.chunk):
+            chosen = todo[start : start + self.chunk]
+            stack = torch.stack([pending[key].cpu() for key in chosen])
+            sums = np.zeros((len(chosen), 3))
+            for i, batch in enumerate(self.batches):
+                logits = patched_logits(self.model, self.graph, batch, self.ablated(i), stack, self.level)
+                self.forwards += 1
+                rows = readout_batch(batch, len(chosen))
+                for c, part in enumerate(self._sums_by_copy(logits, rows, len(chosen))):
+                    sums[c] += part
+            for c, key in enumerate(chosen):
+                self._cache[key] = self._outcome(sums[c])
+        return [self._cache[key] for key in keys]
+
+    def evaluate(self, circuit: Circuit, random: Circuit) -> SplitEvaluation:
+        """The circuit and its random baseline against the full model and the empty circuit."""
+        c, r = self.outcomes([circuit.edges, random.edges])
+        full, empty = self.full, self.empty
+        return SplitEvaluation(
+            n_facts=self.n_facts,
+            hit_original=full.hit,
+            hit_circuit=c.hit,
+            hit_random=r.hit,
+            metric_full=full.metric,
+            metric_empty=empty.metric,
+            metric_circuit=c.metric,
+            metric_random=r.metric,
+            top1_original=full.top1,
+            top1_circuit=c.top1,
+            top1_random=r.top1,
         )
-        sums["m_c"] += float(metric(runs["c"], batch).sum())
-        sums["m_r"] += float(metric(runs["r"], batch).sum())
-        n += batch.size
-    mean = {key: value / max(n, 1) for key, value in sums.items()}
-    return SplitEvaluation(
-        n_facts=n,
-        hit_original=mean["hit_o"],
-        hit_circuit=mean["hit_c"],
-        hit_random=mean["hit_r"],
-        metric_full=mean["m_full"],
-        metric_empty=mean["m_empty"],
-        metric_circuit=mean["m_c"],
-        metric_random=mean["m_r"],
-    )
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _sums(self, logits: torch.Tensor, batch: Batch) -> np.ndarray:
+        return np.array(
+            [
+                float(self.metric(logits, batch).sum()),
+                float(hits_at_k(logits, batch, 10).sum()),
+                float(hits_at_k(logits, batch, 1).sum()),
+            ]
+        )
+
+    def _sums_by_copy(self, logits: torch.Tensor, batch: Batch, copies: int) -> list[np.ndarray]:
+        size = batch.size // copies
+        values = torch.stack(
+            [
+                self.metric(logits, batch),
+                hits_at_k(logits, batch, 10).float(),
+                hits_at_k(logits, batch, 1).float(),
+            ]
+        )  # [3, copies * size]
+        per_copy = values.view(3, copies, size).sum(2).double().cpu().numpy()
+        return [per_copy[:, c] for c in range(copies)]
+
+    def _outcome(self, sums: np.ndarray) -> Outcome:
+        n = max(self.n_facts, 1)
+        return Outcome(metric=float(sums[0]) / n, hit=float(sums[1]) / n, top1=float(sums[2]) / n)
 
 
-@torch.no_grad()
+def _mask_key(edges: torch.Tensor) -> bytes:
+    packed = np.packbits(edges.detach().cpu().numpy().ravel())
+    return hashlib.blake2b(packed.tobytes(), digest_size=16).digest()
+
+
+# ---------------------------------------------------------------------------------------------- the curve
+
+
+def curve_sizes(graph: Graph, level: str, percents: Sequence[float] = CURVE_PERCENTS) -> list[int]:
+    """The number of top-|score| edges (or heads and MLPs) at each percent of the graph."""
+    total = graph.n_edges if level == "edge" else graph.n_components
+    return [max(1, round(total * percent / 100)) for percent in percents]
+
+
+def top_circuit(graph: Graph, order: np.ndarray, n: int, level: str) -> torch.Tensor:
+    """The circuit of the n first edges of `order` (pruned), or at node level of the n first heads and
+    MLPs: a bool edge mask."""
+    if level == "node":
+        kept = np.zeros(graph.n_writers, dtype=bool)
+        kept[order[:n]] = True
+        return torch.from_numpy(index.node_circuit_edges(graph, kept))
+    return torch.from_numpy(index.prune(graph, index.mask_of(graph, order[:n])))
+
+
+def score_order(graph: Graph, scores: torch.Tensor) -> np.ndarray:
+    """Edges (flat indices) or, for node scores `[n_writers]`, heads and MLPs, highest |score| first."""
+    values = scores.detach().cpu().double().numpy()
+    return index.node_order(graph, values) if values.ndim == 1 else index.edge_order(graph, values)
+
+
+def circuit_size(edges: torch.Tensor, graph: Graph, level: str) -> int:
+    """Edges kept, or at node level heads and MLPs kept."""
+    if level == "node":
+        return int(index.kept_components(graph, edges.cpu().numpy()).sum())
+    return int(edges.sum())
+
+
 def faithfulness_curve(
-    model: LoadedModel,
-    graph: Graph,
-    batches: Sequence[Batch],
-    scores: torch.Tensor,
-    metric: Metric,
-    ablation: Ablation,
-    percents: Sequence[float] = CURVE_PERCENTS,
+    evaluator: Evaluator, scores: torch.Tensor, percents: Sequence[float] = CURVE_PERCENTS
 ) -> FaithfulnessCurve:
-    """Faithfulness of the top-|score| circuit at each size in `percents` of all edges (pruned), or of all
-    heads and MLPs when `scores` are node scores `[n_writers]`."""
-    level = "node" if scores.dim() == 1 else "edge"
-    valid = graph.valid_edges if level == "edge" else torch.arange(graph.n_writers) > 0
-    flat = scores.abs().cpu().masked_fill(~valid, -1).flatten()
-    order = flat.argsort(descending=True)
-    circuits = []
-    for percent in percents:
-        keep = torch.zeros_like(flat, dtype=torch.bool)
-        keep[order[: max(1, round(int(valid.sum()) * percent / 100))]] = True
-        if level == "node":
-            circuits.append(node_circuit(graph, keep).edges)
-        else:
-            circuits.append(prune(graph, keep.view(graph.n_writers, graph.n_readers)))
-    empty = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
-    totals = torch.zeros(len(circuits))
-    full_total = empty_total = 0.0
-    for batch in batches:
-        batch = batch.to(model.device)
-        ablated = ablated_activations(model, graph, batch, ablation)
-        full_total += float(metric(model.bridge(batch.clean, return_type="logits"), batch).sum())
-        empty_total += float(
-            metric(run_circuit(model, graph, batch.clean, ablated, empty, level), batch).sum()
-        )
-        for i, keep in enumerate(circuits):
-            totals[i] += float(
-                metric(run_circuit(model, graph, batch.clean, ablated, keep, level), batch).sum()
-            )
+    """Faithfulness of the top-|score| circuit at each size in `percents` of the graph."""
+    graph, level = evaluator.graph, evaluator.level
+    order = score_order(graph, scores)
+    circuits = [top_circuit(graph, order, n, level) for n in curve_sizes(graph, level, percents)]
+    outcomes = evaluator.outcomes(circuits)
     return FaithfulnessCurve(
         [
-            CurvePoint(percent, _size(keep, level), faithfulness(float(total), full_total, empty_total))
-            for percent, keep, total in zip(percents, circuits, totals.tolist(), strict=True)
+            CurvePoint(percent, circuit_size(edges, graph, level), evaluator.faithfulness(outcome))
+            for percent, edges, outcome in zip(percents, circuits, outcomes, strict=True)
         ]
     )
-
-
-def _size(edges: torch.Tensor, level: str) -> int:
-    """Edges kept, or at node level heads and MLPs kept."""
-    return int(edges.any(1)[1:].sum()) if level == "node" else int(edges.sum())

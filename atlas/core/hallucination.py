@@ -28,13 +28,13 @@ from atlas.core.corpus import Fact, Relation
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import TokenizedFact, make_batches, make_pairs, tokenize_facts
-from atlas.core.params import Ablation, Method
 from atlas.json_safe import finite
+from atlas.spec.params import Ablation
 
 
 @dataclass(frozen=True)
 class HallucinationParams:
-    method: Method = "eap"
+    method: str = "eap"
     ig_steps: int = 5
     top_n: int = DEFAULT_TOP_N
     max_facts: int = 16  # wrong (and correct) facts used for each circuit

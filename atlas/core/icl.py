@@ -30,15 +30,15 @@ from typing import Any, Literal
 
 import torch
 
-from atlas.core.attribution import ablated_activations, edge_scores, graph_of
-from atlas.core.circuit import Circuit, top_n_nodes
+from atlas.core.attribution import ablated_outputs, edge_scores, graph_of
+from atlas.core.circuit import Circuit, node_circuit, top_n_nodes
 from atlas.core.corpus import Fact, Relation
 from atlas.core.evaluation import known_mask
-from atlas.core.intervention import node_patched_logits
+from atlas.core.intervention import patched_logits
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch, Pair, make_batches, make_pairs, tokenize_facts
-from atlas.core.params import Method
+from atlas.core.readout import readout_batch, readout_logits
 from atlas.core.roles import circuit_heads
 from atlas.json_safe import finite
 
@@ -48,7 +48,7 @@ HeadAblation = Literal["mean", "zero"]
 @dataclass(frozen=True)
 class ICLParams:
     k: int = 3  # demonstrations
-    method: Method = "eap"
+    method: str = "eap"
     ig_steps: int = 5
     top_n: int = 30  # heads and MLPs in each (node-level) circuit
     max_facts: int = 16
@@ -149,15 +149,16 @@ def mean_object_probs(
         ablated = None
         for i, heads in enumerate(head_sets):
             if heads is None:
-                logits = model.bridge(batch.clean, return_type="logits")
+                logits = readout_logits(model, batch.clean, batch)
             else:
                 if ablated is None:
-                    ablated = ablated_activations(model, graph, batch, ablation)
+                    ablated = ablated_outputs(model, graph, batch, ablation)
                 kept = torch.ones(graph.n_writers, dtype=torch.bool)
                 for layer, head in heads:
                     kept[graph.head_writer(layer, head)] = False
-                logits = node_patched_logits(model, graph, batch.clean, ablated, kept)
-            sums[i] += float(object_logprob(logits, batch).exp().sum())
+                edges = node_circuit(graph, kept).edges
+                logits = patched_logits(model, graph, batch, ablated, edges[None], "node")
+            sums[i] += float(object_logprob(logits, readout_batch(batch)).exp().sum())
         n += batch.size
     return [total / n if n else float("nan") for total in sums]
 

@@ -1,11 +1,16 @@
-"""Running the model with only a circuit's edges: every other edge carries its ablated value.
+"""Running the model with only a circuit's edges (or nodes): every other edge carries its ablated value.
 
-Each reader's input becomes its clean input minus, for every writer whose edge to it is not kept,
-(that writer's output in this run - its ablated output). Writers upstream of a patched reader change too,
-so their differences are taken in the same run, in forward order (EAP-IG's evaluate_graph).
+Edge level: each reader's input becomes its input in this run minus, for every writer whose edge to it is
+not kept, (that writer's output in this run - its ablated output). Writers upstream of a patched reader
+change too, so their differences are taken in the same run, in forward order (EAP-IG's evaluate_graph).
+Circuits are sparse, so instead of summing the dropped edges (almost all of them) each reader subtracts the
+running sum of every upstream writer's difference and adds back the few kept ones.
 
-Circuits are sparse, so instead of summing the dropped edges (almost all of them) each reader subtracts
-the running sum of every upstream writer's difference and adds back the few kept ones.
+Node level: every head and MLP outside the circuit outputs its ablated value (sound whatever follows a
+node: Gemma 3 normalizes head outputs before the residual add).
+
+Several circuits run in one forward pass, stacked on the batch axis (`[circuits * batch, ...]`): the
+clean tokens repeated, each copy patched by its own circuit. Logits come only at the target positions.
 """
 
 from __future__ import annotations
@@ -14,81 +19,103 @@ from collections.abc import Callable
 
 import torch
 
+from atlas.core.attribution.base import batch_major, from_batch_major
 from atlas.core.graph import Graph
-from atlas.core.hooks import Hook, as_major, from_major, reader_slices, writer_slices
+from atlas.core.hooks import Hook, reader_slices, writer_slices
 from atlas.core.models import LoadedModel
+from atlas.core.pairs import Batch
+from atlas.core.readout import readout_logits
 
 
 @torch.no_grad()
-def circuit_logits(
-    model: LoadedModel, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor, keep: torch.Tensor
+def patched_logits(
+    model: LoadedModel, graph: Graph, batch: Batch, ablated: torch.Tensor, circuits: torch.Tensor, level: str
 ) -> torch.Tensor:
-    """Logits `[batch, pos, vocab]` with edges outside `keep` `[n_writers, n_readers]` ablated to `ablated`
-    `[n_writers, batch, pos, d]`."""
-    keep = (keep.cpu() & graph.valid_edges).to(tokens.device, ablated.dtype)
-    difference = torch.zeros_like(ablated)  # this run's writer outputs minus their ablated values
-    running = torch.zeros_like(ablated[0])  # sum of `difference` over the writers seen so far
+    """Readout logits `[n_circuits * batch, k, vocab]` (circuit-major) of `batch` run once per circuit.
+    `ablated`: every writer's ablated output `[batch, n_writers, pos, d]`; `circuits`: bool edge masks
+    `[n_circuits, n_writers, n_readers]` (at node level, a writer is kept when it has a kept edge)."""
+    circuits = circuits.to(batch.clean.device)
+    if circuits.dim() != 3:
+        raise ValueError(f"circuits must be [n_circuits, n_writers, n_readers], got {list(circuits.shape)}")
+    tokens = batch.clean.repeat(circuits.shape[0], 1)
+    if level == "node":
+        hooks = _node_hooks(graph, ablated, circuits.any(2))
+    else:
+        hooks = _edge_hooks(graph, ablated, circuits & graph.valid_edges.to(circuits.device))
+    return readout_logits(model, tokens, batch, hooks)
+
+
+def _edge_hooks(graph: Graph, ablated: torch.Tensor, keep: torch.Tensor) -> list[Hook]:
+    n_circuits, batch = keep.shape[0], ablated.shape[0]
+    # Differences are kept only for writers some circuit keeps an edge of: the ones added back.
+    kept_writers = keep.any(2).any(0).nonzero().flatten()
+    slot_of = torch.full((graph.n_writers,), -1, dtype=torch.long, device=keep.device)
+    slot_of[kept_writers] = torch.arange(len(kept_writers), device=keep.device)
+    difference = ablated.new_zeros(n_circuits, len(kept_writers), batch, *ablated.shape[2:])
+    running = ablated.new_zeros(n_circuits, batch, *ablated.shape[2:])  # sum of every upstream difference
+    keep_kept = keep[:, kept_writers].to(ablated.dtype)  # [circuits, kept writers, n_readers]
     hooks: list[Hook] = []
     # Hooks fire in forward order, so at each reader `running` holds exactly its upstream writers.
     for name, indices, per_head in writer_slices(graph):
-        hooks.append((name, _record_difference(difference, running, ablated, indices, per_head)))
+        slots = slot_of[indices]
+        hooks.append((name, _record(difference, running, ablated[:, indices], slots, per_head)))
     for name, indices, per_head in reader_slices(graph):
-        hooks.append((name, _patch_reader(difference, running, keep[:, indices], per_head)))
-    return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")
+        hooks.append((name, _patch(difference, running, keep_kept[:, :, indices], per_head)))
+    return hooks
 
 
-def _record_difference(
-    difference: torch.Tensor, running: torch.Tensor, ablated: torch.Tensor, indices: slice, per_head: bool
+def _record(
+    difference: torch.Tensor,
+    running: torch.Tensor,
+    ablated: torch.Tensor,
+    slots: torch.Tensor,
+    per_head: bool,
 ) -> Callable[..., None]:
+    mine = (slots >= 0).nonzero().flatten()
+    targets = slots[mine]
+
     def hook(tensor: torch.Tensor, hook: object) -> None:
-        difference[indices] = as_major(tensor, per_head) - ablated[indices]
-        running.add_(difference[indices].sum(0))
+        n_circuits = running.shape[0]
+        output = batch_major(tensor, per_head).unflatten(0, (n_circuits, -1))  # [C, B, n, pos, d]
+        delta = output - ablated.unsqueeze(0)
+        running.add_(delta.sum(2))
+        if len(mine):
+            difference[:, targets] = delta[:, :, mine].transpose(1, 2)
 
     return hook
 
 
-def _patch_reader(
+def _patch(
     difference: torch.Tensor, running: torch.Tensor, keep: torch.Tensor, per_head: bool
 ) -> Callable[..., torch.Tensor]:
-    kept_writers = keep.any(1).nonzero().flatten()
-    kept = keep[kept_writers].T  # [readers, kept writers]
+    """`keep`: `[circuits, kept writers, readers of this hook]` as floats."""
+    n_circuits, n_kept = difference.shape[:2]
+    any_kept = bool(keep.any())
 
     def hook(tensor: torch.Tensor, hook: object) -> torch.Tensor:
-        restored = (kept @ difference[kept_writers].flatten(1)).view(-1, *difference.shape[1:])
-        return tensor - from_major(running.unsqueeze(0) - restored, per_head)
+        removed = running.unsqueeze(2)  # [C, B, 1, pos, d]: every upstream difference...
+        if any_kept:  # ...but the kept ones
+            restored = torch.bmm(keep.transpose(1, 2), difference.view(n_circuits, n_kept, -1))
+            restored = restored.view(n_circuits, keep.shape[2], *difference.shape[2:]).transpose(1, 2)
+            removed = removed - restored
+        else:
+            removed = removed.expand(-1, -1, keep.shape[2], -1, -1)
+        return tensor - from_batch_major(removed.flatten(0, 1), per_head)
 
     return hook
 
 
-@torch.no_grad()
-def node_patched_logits(
-    model: LoadedModel, graph: Graph, tokens: torch.Tensor, ablated: torch.Tensor, kept_writers: torch.Tensor
-) -> torch.Tensor:
-    """Logits with every head and MLP outside `kept_writers` `[n_writers]` replaced by its ablated output.
-    Sound whatever follows a node (Gemma 3 normalizes head outputs before the residual add)."""
-    kept = kept_writers.to(tokens.device)
+def _node_hooks(graph: Graph, ablated: torch.Tensor, kept: torch.Tensor) -> list[Hook]:
+    """`kept`: bool `[circuits, n_writers]`; `input` is never ablated."""
 
     def make(indices: slice, per_head: bool) -> Callable[..., torch.Tensor]:
-        keep = kept[indices].view(-1, 1, 1, 1)
+        keep = kept[:, indices][:, None, :, None, None]  # [C, 1, n, 1, 1]
 
         def hook(tensor: torch.Tensor, hook: object) -> torch.Tensor:
-            return from_major(torch.where(keep, as_major(tensor, per_head), ablated[indices]), per_head)
+            output = batch_major(tensor, per_head).unflatten(0, (kept.shape[0], -1))
+            patched = torch.where(keep, output, ablated[:, indices].unsqueeze(0))
+            return from_batch_major(patched.flatten(0, 1), per_head)
 
         return hook
 
-    hooks = [(name, make(indices, per_head)) for name, indices, per_head in writer_slices(graph)[1:]]
-    return model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, return_type="logits")
-
-
-def run_circuit(
-    model: LoadedModel,
-    graph: Graph,
-    tokens: torch.Tensor,
-    ablated: torch.Tensor,
-    circuit_edges: torch.Tensor,
-    level: str,
-) -> torch.Tensor:
-    """Logits of the model restricted to a circuit, by edge patching or (level "node") node patching."""
-    if level == "node":
-        return node_patched_logits(model, graph, tokens, ablated, circuit_edges.any(1))
-    return circuit_logits(model, graph, tokens, ablated, circuit_edges)
+    return [(name, make(indices, per_head)) for name, indices, per_head in writer_slices(graph)[1:]]

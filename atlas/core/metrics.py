@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from atlas.core.pairs import Batch
-from atlas.core.params import METRICS
+from atlas.spec.params import METRICS
 
 Metric = Callable[[torch.Tensor, Batch], torch.Tensor]  # -> [batch]
 

@@ -18,12 +18,12 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atlas.core.params import DiscoveryError, DiscoveryParams
 from atlas.db import CatalogueError
 from atlas.db.jobs import QUEUES, JobError, active_job, insert_job
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, _resolve_model, default_code_version, transaction
 from atlas.json_safe import finite
+from atlas.spec.params import DiscoveryError, DiscoveryParams
 
 # atlas.core.editing.registry.EDITORS's names and atlas.core.editing.EditParams's fields, restated so that
 # requests are validated without torch (tests/unit/test_edit_jobs.py checks they match).

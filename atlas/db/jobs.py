@@ -17,10 +17,10 @@ from typing import Any, Literal
 from sqlalchemy import CursorResult, Engine, select, update
 from sqlalchemy.orm import Session
 
-from atlas.core.params import DiscoveryError, DiscoveryParams
 from atlas.db import CatalogueError
 from atlas.db.models import Job, Relation
 from atlas.db.store import default_code_version, find_circuit, transaction
+from atlas.spec.params import DiscoveryError, DiscoveryParams
 
 QUEUES = ("cpu", "gpu")
 ACTIVE = ("queued", "running")

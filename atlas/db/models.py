@@ -119,43 +119,28 @@ class Fact(Base):
 
 
 class Run(Base):
-    """One discovery job. Its parameters form the unique key (NOT NULL, normalized: `top_n` is 0 under a
-    threshold and `threshold` 0.0 under top-n; `template` is '' for the default, '#i' for an index, else the
-    template itself; `ig_steps` is 1 for plain EAP)."""
+    """One discovery job. Its key is its model, relation, corpus hash, code version and `params_key`, the
+    sha256 of its canonical parameters (`params`, atlas.spec.params.DiscoveryParams.canonical): a parameter
+    added later needs no column and no migration. The columns users filter on are kept beside it (NOT NULL,
+    normalized: `top_n` is 0 and `threshold` 0.0 where the rule does not use them; `template` is '' for the
+    default, '#i' for an index, else the template itself; `ig_steps` is 1 for methods without steps)."""
 
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint(
-            "model_id",
-            "relation_id",
-            "method",
-            "ig_steps",
-            "metric",
-            "level",
-            "selection",
-            "top_n",
-            "threshold",
-            "ablation",
-            "template",
-            "seed",
-            "max_facts",
-            "heldout_fraction",
-            "known_only",
-            "curve",
-            "corpus_hash",
-            "code_version",
-            name="uq_runs_params",
-        ),
+        UniqueConstraint("model_id", "relation_id", "params_key", "corpus_hash", "code_version"),
+        Index(None, "method", "level"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     relation_id: Mapped[int] = mapped_column(ForeignKey("relations.id", ondelete="CASCADE"), index=True)
-    method: Mapped[str] = mapped_column(String(16))
+    params: Mapped[dict[str, Any]]
+    params_key: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(64))
     ig_steps: Mapped[int]
     metric: Mapped[str] = mapped_column(String(32))
     level: Mapped[str] = mapped_column(String(8))
-    selection: Mapped[str] = mapped_column(String(16))  # "top_n" or "threshold"
+    selection: Mapped[str] = mapped_column(String(16))  # "faithfulness", "top_n" or "threshold"
     top_n: Mapped[int]
     threshold: Mapped[float]
     ablation: Mapped[str] = mapped_column(String(16))
@@ -209,6 +194,18 @@ class Circuit(Base):
     edge_set: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Head roles: the thresholds, the number of prompts and the counts per role (rows in head_roles).
     roles: Mapped[dict[str, Any] | None]
+    # Size by faithfulness: whether the target was met (NULL for a fixed size), and the search (target, cap,
+    # n_top, size, faithfulness and every size evaluated).
+    target_met: Mapped[bool | None] = mapped_column(Boolean, index=True)
+    search: Mapped[dict[str, Any] | None]
+    # The template the run used (and for `template auto`, the facts known under each candidate).
+    template: Mapped[dict[str, Any] | None]
+    # Bootstrap of the member's stability: resamples (members' shares are in circuit_nodes/circuit_edges).
+    stability: Mapped[dict[str, Any] | None]
+    # The null for recurrence: each writer's probability to be a component of a random connected circuit of
+    # this circuit's size in the same graph (little-endian float32 `[n_writers]`), from `null_samples` draws.
+    null_inclusion: Mapped[bytes | None] = mapped_column(LargeBinary)
+    null_samples: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="circuit")
@@ -227,6 +224,8 @@ class CircuitNode(Base):
     )
     score: Mapped[float | None]
     in_circuit: Mapped[bool] = mapped_column(Boolean)
+    # Share of bootstrap resamples whose circuit holds this node (members only; NULL without a bootstrap).
+    stability: Mapped[float | None]
 
 
 class CircuitEdge(Base):
@@ -243,6 +242,7 @@ class CircuitEdge(Base):
     port: Mapped[str] = mapped_column(String(1), primary_key=True)
     score: Mapped[float | None]
     in_circuit: Mapped[bool] = mapped_column(Boolean)
+    stability: Mapped[float | None]  # as CircuitNode.stability
 
 
 class Evaluation(Base):
@@ -263,6 +263,9 @@ class Evaluation(Base):
     metric_empty: Mapped[float | None]
     metric_circuit: Mapped[float | None]
     metric_random: Mapped[float | None]
+    top1_original: Mapped[float | None]
+    top1_circuit: Mapped[float | None]
+    top1_random: Mapped[float | None]
     faithfulness: Mapped[float | None]
     faithfulness_random: Mapped[float | None]
     curve_area: Mapped[float | None]

@@ -38,12 +38,14 @@ from atlas.db.models import (
     Run,
 )
 from atlas.json_safe import finite
+from atlas.spec.params import DiscoveryParams, params_key, template_key
+from atlas.spec.recurrence import NULL_DTYPE, NULL_SAMPLES, inclusion_probabilities
 
 if TYPE_CHECKING:
     import torch
 
     from atlas.core.circuit import Circuit as CoreCircuit
-    from atlas.core.discover import DiscoveryParams, DiscoveryResult
+    from atlas.core.discover import DiscoveryResult
     from atlas.core.evaluation import SplitEvaluation
     from atlas.core.graph import Graph
     from atlas.core.models import LoadedModel
@@ -59,7 +61,7 @@ RELATION_FIELDS = (
     "prompt_templates",
     "prompt_templates_zs",
 )
-EDGE_COLUMNS = ("circuit_id", "writer_id", "reader_id", "port", "score", "in_circuit")
+EDGE_COLUMNS = ("circuit_id", "writer_id", "reader_id", "port", "score", "in_circuit", "stability")
 
 
 @dataclass(frozen=True)
@@ -336,29 +338,23 @@ def default_code_version() -> str:
     return f"{release}+g{commit}" if commit else release
 
 
-def template_key(template: str | int | None) -> str:
-    if template is None:
-        return ""
-    if isinstance(template, int):
-        return f"#{template}"
-    return template
-
-
 def run_key(params: DiscoveryParams, level: str) -> dict[str, Any]:
-    """The run's parameter columns, normalized so equal runs have equal keys (no NULLs: NULLs never collide
-    in a unique constraint)."""
-    from atlas.core.params import DEFAULT_TOP_N, DEFAULT_TOP_N_NODES  # torch-free: the API looks runs up
-
-    by_threshold = params.threshold is not None
-    default_n = DEFAULT_TOP_N if level == "edge" else DEFAULT_TOP_N_NODES
+    """The run's key and filter columns: `params` (canonical), `params_key` (their hash) and the columns users
+    filter on, normalized (no NULLs)."""
+    canonical = params.canonical(level)
+    selection = params.selection
     return {
+        "params": canonical,
+        "params_key": params_key(canonical),
         "method": params.method,
-        "ig_steps": params.ig_steps if params.method == "eap-ig" else 1,
+        "ig_steps": params.steps,
         "metric": params.metric,
         "level": level,
-        "selection": "threshold" if by_threshold else "top_n",
-        "top_n": 0 if by_threshold else (params.top_n or default_n),
-        "threshold": float(params.threshold) if params.threshold is not None else 0.0,
+        "selection": selection,
+        "top_n": params.top_n if selection == "top_n" and params.top_n is not None else 0,
+        "threshold": float(params.threshold)
+        if selection == "threshold" and params.threshold is not None
+        else 0.0,
         "ablation": params.ablation,
         "template": template_key(params.template),
         "seed": params.seed,
@@ -369,9 +365,13 @@ def run_key(params: DiscoveryParams, level: str) -> dict[str, Any]:
     }
 
 
+KEY_COLUMNS = ("params_key", "corpus_hash", "code_version")
+
+
 def _find_run(session: Session, model_id: int, relation_id: int, key: dict[str, Any]) -> Run | None:
+    unique = {column: key[column] for column in KEY_COLUMNS}
     return session.scalars(
-        select(Run).filter_by(model_id=model_id, relation_id=relation_id, **key).with_for_update()
+        select(Run).filter_by(model_id=model_id, relation_id=relation_id, **unique).with_for_update()
     ).one_or_none()
 
 
@@ -403,7 +403,7 @@ def find_circuit(
         relation_id = session.scalar(select(Relation.id).where(Relation.name == relation_name))
         if model_row is None or relation_id is None:
             return None
-        conditions = [getattr(Run, column) == value for column, value in key.items()]
+        conditions = [getattr(Run, column) == key[column] for column in KEY_COLUMNS]
         return session.scalar(
             select(Circuit.id)
             .join(Run, Circuit.run_id == Run.id)
@@ -496,6 +496,15 @@ def _check_result(result: DiscoveryResult, model_row: Model, relation: CorpusRel
             )
     if not bool(result.scores.isfinite().all()):
         raise CatalogueError("score matrix has non-finite values")
+    stability = result.stability
+    if stability is not None and (
+        stability.edges.shape != (graph.n_writers, graph.n_readers)
+        or stability.nodes.shape != (graph.n_writers,)
+    ):
+        raise CatalogueError(
+            f"stability has shapes {list(stability.edges.shape)} and {list(stability.nodes.shape)}, not the "
+            f"graph's {[graph.n_writers, graph.n_readers]} and {[graph.n_writers]}"
+        )
 
 
 def _store(
@@ -544,6 +553,11 @@ def _store(
         scores=values,
         **member_sets(graph, circuit),
         roles=_roles_summary(result),
+        target_met=result.target_met,
+        search=None if result.size is None else finite(asdict(result.size)),
+        template=None if result.template is None else asdict(result.template),
+        stability=None if result.stability is None else result.stability.summary(),
+        **null_columns(graph, circuit),
     )
     session.add(row)
     session.flush()
@@ -552,7 +566,7 @@ def _store(
         .tuples()
         .all()
     )
-    session.execute(insert(CircuitNode), _node_rows(row.id, graph, circuit, result.scores, components))
+    session.execute(insert(CircuitNode), _node_rows(row.id, graph, circuit, result, components))
     _copy_edges(session, _edge_rows(row.id, graph, circuit, result, components))
     in_circuit = set(circuit.nodes)
     heads = [head for head in (result.roles.heads if result.roles else []) if head.name in in_circuit]
@@ -576,6 +590,19 @@ def _store(
             session.add(_evaluation(row.id, split, evaluation, result if split == "discovery" else None))
     session.flush()
     return row.id
+
+
+def null_columns(graph: Graph, circuit: CoreCircuit) -> dict[str, Any]:
+    """`Circuit.null_inclusion` and `null_samples`: each writer's chance to be a component of a random
+    circuit of this one's size (atlas.spec.recurrence), seeded by the size so equal sizes agree."""
+    import numpy as np
+
+    size = circuit.n_edges if circuit.level == "edge" else circuit.n_components
+    values = inclusion_probabilities(graph, circuit.level, size, NULL_SAMPLES, seed=size)
+    return {
+        "null_inclusion": np.ascontiguousarray(values, dtype=NULL_DTYPE).tobytes(),
+        "null_samples": NULL_SAMPLES if circuit.level == "edge" else 0,
+    }
 
 
 def _roles_summary(result: DiscoveryResult) -> dict[str, Any] | None:
@@ -625,33 +652,42 @@ def _node_scores(graph: Graph, scores: torch.Tensor, level: str) -> list[float |
 
 
 def _node_rows(
-    circuit_id: int, graph: Graph, circuit: CoreCircuit, scores: torch.Tensor, components: dict[str, int]
+    circuit_id: int, graph: Graph, circuit: CoreCircuit, result: DiscoveryResult, components: dict[str, int]
 ) -> list[dict[str, Any]]:
     kept = set(circuit.nodes)
+    shares = [*result.stability.nodes.tolist(), 1.0] if result.stability is not None else None
     return [
         {
             "circuit_id": circuit_id,
             "component_id": components[name],
             "score": score,
             "in_circuit": name in kept,
+            "stability": shares[i] if shares is not None and name in kept else None,
         }
-        for name, score in zip(graph.node_names, _node_scores(graph, scores, circuit.level), strict=True)
+        for i, (name, score) in enumerate(
+            zip(graph.node_names, _node_scores(graph, result.scores, circuit.level), strict=True)
+        )
     ]
 
 
-def selected_edges(graph: Graph, scores: torch.Tensor, params: DiscoveryParams) -> torch.Tensor:
-    """The edges chosen by score before pruning (as atlas.core.circuit.top_n / threshold choose them)."""
+def selected_edges(
+    graph: Graph, scores: torch.Tensor, params: DiscoveryParams, n_top: int | None = None
+) -> torch.Tensor:
+    """The edges chosen by score before pruning: the `n_top` (or the run's top-n) highest-|score| edges, or
+    those over the run's threshold (atlas.spec.graph's rules)."""
+    import numpy as np
     import torch
 
-    from atlas.core.circuit import DEFAULT_TOP_N
+    from atlas.spec import graph as index
+    from atlas.spec.params import DEFAULT_TOP_N
 
-    magnitude = scores.detach().abs().cpu()
-    if params.threshold is not None:
-        return (magnitude >= params.threshold) & graph.valid_edges
-    flat = magnitude.masked_fill(~graph.valid_edges, -1).flatten()
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[flat.topk(min(params.top_n or DEFAULT_TOP_N, graph.n_edges)).indices] = True
-    return mask.view_as(magnitude)
+    magnitude = scores.detach().abs().cpu().double().numpy()
+    if n_top is None and params.threshold is not None:
+        return torch.from_numpy((magnitude >= params.threshold) & graph.valid)
+    order = index.edge_order(graph, magnitude)
+    return torch.from_numpy(
+        np.ascontiguousarray(index.mask_of(graph, order[: n_top or params.top_n or DEFAULT_TOP_N]))
+    )
 
 
 def _split_reader(name: str) -> tuple[str, str]:
@@ -664,17 +700,21 @@ def _edge_rows(
 ) -> list[tuple[Any, ...]]:
     edges = circuit.edges.cpu()
     if circuit.level == "edge":
-        stored = edges | selected_edges(graph, result.scores, result.params)
+        n_top = result.size.n_top if result.size is not None else None
+        stored = edges | selected_edges(graph, result.scores, result.params, n_top)
         scores = result.scores.detach().cpu().double()
     else:
         stored, scores = edges, None
+    shares = result.stability.edges if result.stability is not None else None
     readers = [_split_reader(name) for name in graph.reader_names]
     rows = []
     for w, r in stored.nonzero().tolist():
         node, port = readers[r]
         score = float(scores[w, r]) if scores is not None else None
+        member = bool(edges[w, r])
+        stability = float(shares[w, r]) if shares is not None and member else None
         rows.append(
-            (circuit_id, components[graph.writer_names[w]], components[node], port, score, bool(edges[w, r]))
+            (circuit_id, components[graph.writer_names[w]], components[node], port, score, member, stability)
         )
     return rows
 
@@ -691,7 +731,10 @@ def _copy_edges(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
             for row in rows:
                 copy.write_row(row)
     else:
-        session.execute(insert(CircuitEdge), [dict(zip(EDGE_COLUMNS, row, strict=True)) for row in rows])
+        # Core, not ORM, insert: the ORM splits an executemany wherever a row's None differs from the last's.
+        session.execute(
+            CircuitEdge.__table__.insert(), [dict(zip(EDGE_COLUMNS, row, strict=True)) for row in rows]
+        )
 
 
 def _evaluation(
@@ -705,6 +748,9 @@ def _evaluation(
         hit_original=evaluation.hit_original,
         hit_circuit=evaluation.hit_circuit,
         hit_random=evaluation.hit_random,
+        top1_original=finite(evaluation.top1_original),
+        top1_circuit=finite(evaluation.top1_circuit),
+        top1_random=finite(evaluation.top1_random),
         metric_full=finite(evaluation.metric_full),
         metric_empty=finite(evaluation.metric_empty),
         metric_circuit=finite(evaluation.metric_circuit),

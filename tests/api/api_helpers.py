@@ -23,7 +23,6 @@ from api.app import create_app
 from api.cache import ResponseCache
 from atlas.config import Settings
 from atlas.core.corpus import bundled_corpus_path, load_corpus
-from atlas.core.params import DiscoveryParams
 from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Relation, Run
 from atlas.db.recut import GraphIndex, top_n_edges, top_n_nodes
 from atlas.db.store import (
@@ -34,6 +33,7 @@ from atlas.db.store import (
     run_key,
     transaction,
 )
+from atlas.spec.params import DiscoveryParams
 
 TOKEN = "test-token-0123456789"
 MODELS = (

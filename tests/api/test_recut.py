@@ -13,12 +13,12 @@ from api_helpers import MODELS, PARAMS, store_synthetic
 from atlas.core.circuit import prune as torch_prune
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.core.graph import Graph
-from atlas.core.params import DiscoveryParams
 from atlas.db import CatalogueError
 from atlas.db import recut as np_recut
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.store import import_relations
 from atlas.db.store import recut as torch_recut
+from atlas.spec.params import DiscoveryParams
 
 SHAPES = [(1, 1), (2, 4), (3, 2), (12, 12), (30, 9)]
 

@@ -157,6 +157,7 @@ def test_one_model_name_two_graph_shapes(
             circuit=CoreCircuit(big, mask),
             random=random_circuit,
             scores=torch.rand(big.n_writers, big.n_readers) * big.valid_edges,
+            stability=None,
         )
         ids.append(
             store_discovery(engine, big_result, other, discovered[name].relation, corpus_sha, f"big{k}")

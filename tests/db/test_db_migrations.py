@@ -37,7 +37,7 @@ def test_models_create_all_matches_migration_naming() -> None:
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
     unique = {u["name"] for u in inspect(engine).get_unique_constraints("runs")}
-    assert unique == {"uq_runs_params"}
+    assert unique == {"uq_runs_model_id_relation_id_params_key_corpus_hash_code_version"}
     assert inspect(engine).get_pk_constraint("circuit_edges")["constrained_columns"] == [
         "circuit_id",
         "writer_id",

@@ -7,13 +7,14 @@ from collections import defaultdict
 import pytest
 import torch
 
-from atlas.core.attribution import edge_scores, graph_of, writer_activations
+from atlas.core.attribution import edge_scores, graph_of, writer_outputs
 from atlas.core.graph import Graph
 from atlas.core.hooks import LOGITS_IN_HOOK
-from atlas.core.intervention import circuit_logits
+from atlas.core.intervention import patched_logits
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch, make_batches
+from atlas.core.readout import readout_batch, readout_logits
 from tests.conftest import batches_for
 
 
@@ -21,12 +22,12 @@ def test_logits_input_is_the_sum_of_all_writers(tiny_llama: LoadedModel, relatio
     """The residual stream decomposes exactly into the graph's writers (Llama has no biases)."""
     batch = batches_for(tiny_llama, relations["country_capital_city"], 4)[0]
     graph = graph_of(tiny_llama)
-    acts = writer_activations(tiny_llama, graph, batch.clean)
+    acts = writer_outputs(tiny_llama, graph, batch.clean)
     seen: list[torch.Tensor] = []
     tiny_llama.bridge.run_with_hooks(
         batch.clean, fwd_hooks=[(LOGITS_IN_HOOK, lambda t, hook: seen.append(t))]
     )
-    torch.testing.assert_close(acts.sum(0), seen[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(acts.sum(1), seen[0], atol=1e-5, rtol=1e-5)
 
 
 def _tl_reference(model: LoadedModel, batch: Batch, graph: Graph) -> torch.Tensor:
@@ -129,18 +130,19 @@ def test_eap_ig_tracks_exact_edge_patching(tiny_llama: LoadedModel, relations) -
     steps should track it closely; its correlation with the exact effects is printed for the record."""
     batch = batches_for(tiny_llama, relations["country_capital_city"], 4)[0]
     graph = graph_of(tiny_llama)
-    corrupt = writer_activations(tiny_llama, graph, batch.corrupt)
-    everything = graph.valid_edges.clone()
+    corrupt = writer_outputs(tiny_llama, graph, batch.corrupt)
     with torch.no_grad():
-        base = object_logprob(tiny_llama.bridge(batch.clean), batch).mean()
+        base = object_logprob(readout_logits(tiny_llama, batch.clean, batch), readout_batch(batch)).mean()
     edges = graph.valid_edges.nonzero().tolist()
     exact = torch.zeros(len(edges))
-    for i, (w, r) in enumerate(edges):
-        keep = everything.clone()
-        keep[w, r] = False
-        exact[i] = (
-            object_logprob(circuit_logits(tiny_llama, graph, batch.clean, corrupt, keep), batch).mean() - base
-        )
+    for start in range(0, len(edges), 16):  # 16 circuits to a forward pass, each without one edge
+        chunk = edges[start : start + 16]
+        keeps = graph.valid_edges.repeat(len(chunk), 1, 1)
+        for i, (w, r) in enumerate(chunk):
+            keeps[i, w, r] = False
+        logits = patched_logits(tiny_llama, graph, batch, corrupt, keeps, "edge")
+        metric = object_logprob(logits, readout_batch(batch, len(chunk))).view(len(chunk), -1).mean(1)
+        exact[start : start + len(chunk)] = metric - base
     results = {}
     for method, steps in (("eap", 1), ("eap-ig", 20)):
         scores = edge_scores(tiny_llama, [batch], object_logprob, method=method, steps=steps)  # type: ignore[arg-type]

@@ -1,10 +1,11 @@
 import torch
 
-from atlas.core.attribution import edge_scores, graph_of, writer_activations
+from atlas.core.attribution import edge_scores, graph_of, writer_outputs
 from atlas.core.circuit import node_circuit, prune, random_circuit, random_node_circuit, top_n, top_n_nodes
 from atlas.core.graph import Graph
-from atlas.core.intervention import circuit_logits, node_patched_logits
+from atlas.core.intervention import patched_logits
 from atlas.core.metrics import object_logprob
+from atlas.core.readout import readout_logits
 from tests.conftest import batches_for
 
 
@@ -45,19 +46,17 @@ def test_random_circuits_are_connected_and_as_large_as_asked() -> None:
 def test_the_full_circuit_is_the_model_and_the_empty_one_the_corrupt_run(tiny_gpt2, relations) -> None:
     batch = batches_for(tiny_gpt2, relations["country_capital_city"], 4)[0]
     graph = graph_of(tiny_gpt2)
-    corrupt = writer_activations(tiny_gpt2, graph, batch.corrupt)
+    corrupt = writer_outputs(tiny_gpt2, graph, batch.corrupt)
     with torch.no_grad():
-        clean_logits, corrupt_logits = tiny_gpt2.bridge(batch.clean), tiny_gpt2.bridge(batch.corrupt)
+        clean_logits = readout_logits(tiny_gpt2, batch.clean, batch)
+        corrupt_logits = readout_logits(tiny_gpt2, batch.corrupt, batch)
     everything = graph.valid_edges.clone()
+    both = torch.stack([everything, ~everything])  # two circuits in one pass: all edges, none
+    logits = patched_logits(tiny_gpt2, graph, batch, corrupt, both, "edge").unflatten(0, (2, -1))
+    torch.testing.assert_close(logits[0], clean_logits)
+    torch.testing.assert_close(logits[1], corrupt_logits)
     torch.testing.assert_close(
-        circuit_logits(tiny_gpt2, graph, batch.clean, corrupt, everything), clean_logits
-    )
-    torch.testing.assert_close(
-        circuit_logits(tiny_gpt2, graph, batch.clean, corrupt, ~everything), corrupt_logits
-    )
-    all_nodes = torch.ones(graph.n_writers, dtype=torch.bool)
-    torch.testing.assert_close(
-        node_patched_logits(tiny_gpt2, graph, batch.clean, corrupt, all_nodes), clean_logits
+        patched_logits(tiny_gpt2, graph, batch, corrupt, everything[None], "node"), clean_logits
     )
 
 
@@ -65,13 +64,13 @@ def test_node_patching_matches_edge_patching_of_the_nodes_outputs(tiny_llama, re
     """Removing a node's every outgoing edge is the same as patching its output (additive residual)."""
     batch = batches_for(tiny_llama, relations["country_capital_city"], 3)[0]
     graph = graph_of(tiny_llama)
-    corrupt = writer_activations(tiny_llama, graph, batch.corrupt)
+    corrupt = writer_outputs(tiny_llama, graph, batch.corrupt)
     kept = torch.ones(graph.n_writers, dtype=torch.bool)
     kept[[graph.head_writer(0, 2), graph.mlp_writer(1)]] = False
     edges = graph.valid_edges & kept[:, None]
     torch.testing.assert_close(
-        node_patched_logits(tiny_llama, graph, batch.clean, corrupt, kept),
-        circuit_logits(tiny_llama, graph, batch.clean, corrupt, edges),
+        patched_logits(tiny_llama, graph, batch, corrupt, node_circuit(graph, kept).edges[None], "node"),
+        patched_logits(tiny_llama, graph, batch, corrupt, edges[None], "edge"),
         atol=1e-5,
         rtol=1e-5,
     )

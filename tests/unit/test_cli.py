@@ -113,9 +113,38 @@ def test_no_fact_survives_filtering() -> None:
     assert_user_error(result, "survives filtering", "country_language")
 
 
-def test_bad_option_values_exit_non_zero_without_a_traceback() -> None:
-    result = atlas("discover", "--model", "tiny-gpt2", "--relation", "country_language", "--ig-steps", "0")
-    assert_user_error(result, "ig-steps must be at least 1")
+BAD_OPTIONS = [
+    (("--ig-steps", "0"), "ig-steps must be an integer from 1"),
+    (("--target-faithfulness", "1.5"), "target faithfulness must be in (0, 1]"),
+    (("--target-faithfulness", "nan"), "target faithfulness must be in (0, 1]"),
+    (("--max-edges", "0"), "max-edges must be at least 1"),
+    (("--threshold", "nan"), "threshold must be a finite number"),
+    (("--threshold", "inf"), "threshold must be a finite number"),
+    (("--threshold", "-1"), "threshold must be a finite number at least 0"),
+    (("--seed", "-1"), "seed must be an integer from 0"),
+    (("--top-n", "5", "--threshold", "0.1"), "not both"),
+    (("--top-n", "5", "--max-edges", "40"), "give one or the other"),
+    (("--bootstrap", "-1"), "bootstrap must be an integer from 0"),
+    (("--template", "no slot"), "template must be an index"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS, ids=[" ".join(o) for o, _ in BAD_OPTIONS])
+def test_bad_option_values_are_one_error_line_and_store_nothing(
+    options: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    catalogue = tmp_path / "atlas.db"
+    result = atlas(
+        "discover", "--model", "tiny-gpt2", "--relation", "country_language", *options, catalogue=catalogue
+    )
+    assert_user_error(result, message)
+    if catalogue.exists():  # validation comes first: no run, no circuit
+        import sqlite3
+
+        with sqlite3.connect(catalogue) as connection:
+            tables = {row[0] for row in connection.execute("select name from sqlite_master")}
+            for table in {"runs", "circuits", "jobs"} & tables:
+                assert connection.execute(f"select count(*) from {table}").fetchone()[0] == 0
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_a_relation_the_model_does_not_know_is_refused_with_counts(tiny_llama, r
     ("change", "message"),
     [
         ({"method": "acdc"}, "method must be one of"),
-        ({"ig_steps": 0}, "ig-steps must be at least 1"),
+        ({"ig_steps": 0}, "ig-steps must be an integer from 1"),
         ({"top_n": 0}, "top-n must be at least 1"),
         ({"metric": "kl"}, "metric must be one of"),
         ({"level": "head"}, "level must be one of"),

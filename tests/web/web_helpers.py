@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
 from api_helpers import REPO, TOKEN, Catalogue
 
-from atlas.core.params import DiscoveryParams
+from atlas.spec.params import DiscoveryParams
 
 __all__ = ["REPO", "TOKEN", "Catalogue"]
 

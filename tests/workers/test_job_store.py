@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
-from atlas.core.params import DiscoveryParams
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import (
     DiscoveryRequest,
@@ -27,6 +26,7 @@ from atlas.db.jobs import (
 )
 from atlas.db.store import import_relations
 from atlas.jobs import execute_job
+from atlas.spec.params import DiscoveryParams
 
 REQUEST = DiscoveryRequest(
     "tiny-llama", ("country_capital_city",), DiscoveryParams(method="eap", max_facts=2)

@@ -14,11 +14,11 @@ from services import WorkerProcess, pg_database, require_pg, require_redis, wait
 from sqlalchemy import Engine, func, select
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
-from atlas.core.params import DiscoveryParams
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import DiscoveryRequest, JobError, get_job
 from atlas.db.models import Circuit, Job, Run
 from atlas.db.store import import_relations
+from atlas.spec.params import DiscoveryParams
 
 REDIS_DB = 12
 # Small, quick runs on the tiny random model (it knows no facts, so unknown facts are kept).

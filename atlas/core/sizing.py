@@ -1,0 +1,90 @@
+"""The size of a circuit chosen by faithfulness: the smallest top-|score| circuit (pruned) whose faithfulness
+on the discovery facts reaches the target, up to a cap.
+
+The search evaluates a grid of sizes at once (the cap, the cap over powers of 4, and the faithfulness
+curve's sizes below the cap: those evaluations are shared with the curve), takes the smallest grid size that
+meets the target, and bisects between it and the grid size below (or the empty circuit). The circuit kept
+always meets the target when any grid size does, the cap included; where faithfulness rises with size, the
+size found is a linear scan's smallest (to `tolerance`). Faithfulness need not rise with size, so a size
+between grid points can meet the target while the cap does not: then `target_met` is False and the most
+faithful grid size is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from atlas.core.evaluation import Evaluator, circuit_size, top_circuit
+
+# Bisection stops when the bracket is within this fraction of its upper end: a circuit at most 1% larger
+# than the smallest that meets the target, for about half the evaluations of an exact search.
+SIZE_TOLERANCE = 0.01
+GRID_LEVELS = 5  # cap, cap/4, cap/16, cap/64, cap/256
+
+
+@dataclass
+class SizeChoice:
+    target: float
+    cap: int  # top-|score| edges (nodes) the search may take
+    n_top: int  # top-|score| edges (nodes) taken, before pruning
+    size: int  # edges (nodes) kept after pruning
+    faithfulness: float  # on the discovery facts
+    target_met: bool
+    # (n_top, size, faithfulness) of every size evaluated, by n_top
+    trace: list[tuple[int, int, float]] = field(default_factory=list)
+
+
+def search_size(
+    evaluator: Evaluator,
+    order: np.ndarray,
+    target: float,
+    cap: int,
+    extra_grid: Sequence[int] = (),
+    tolerance: float = SIZE_TOLERANCE,
+) -> tuple[SizeChoice, torch.Tensor]:
+    """The chosen size and its circuit (a bool edge mask). `order`: edges (or heads and MLPs) by |score|,
+    highest first; `extra_grid`: more sizes worth evaluating in the first round (the curve's)."""
+    graph, level = evaluator.graph, evaluator.level
+    cap = max(1, min(cap, len(order)))
+    seen: dict[int, tuple[torch.Tensor, float]] = {}
+
+    def evaluate(sizes: Sequence[int]) -> None:
+        new = sorted({n for n in sizes if n not in seen})
+        circuits = [top_circuit(graph, order, n, level) for n in new]
+        for n, edges, outcome in zip(new, circuits, evaluator.outcomes(circuits), strict=True):
+            seen[n] = (edges, evaluator.faithfulness(outcome))
+
+    def meets(n: int) -> bool:
+        return seen[n][1] >= target  # False for NaN
+
+    grid = {max(1, cap // 4**j) for j in range(GRID_LEVELS)} | {n for n in extra_grid if 1 <= n <= cap}
+    evaluate(sorted(grid))
+    met = [n for n in sorted(grid) if meets(n)]
+    if met:
+        hi = met[0]
+        lo = max((n for n in grid if n < hi), default=0)
+        while hi - lo > max(1, math.floor(tolerance * hi)):
+            mid = (lo + hi) // 2
+            evaluate([mid])
+            hi, lo = (mid, lo) if meets(mid) else (hi, mid)
+        chosen = hi
+    else:
+        finite = [n for n in grid if not math.isnan(seen[n][1])]
+        chosen = max(finite, key=lambda n: (seen[n][1], -n)) if finite else cap
+    edges, value = seen[chosen]
+    trace = [(n, circuit_size(seen[n][0], graph, level), seen[n][1]) for n in sorted(seen)]
+    choice = SizeChoice(
+        target=target,
+        cap=cap,
+        n_top=chosen,
+        size=circuit_size(edges, graph, level),
+        faithfulness=value,
+        target_met=bool(met),
+        trace=trace,
+    )
+    return choice, edges
