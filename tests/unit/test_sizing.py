@@ -1,0 +1,143 @@
+"""The size search: the smallest top-|score| circuit whose faithfulness reaches the target, up to a cap.
+
+Checked against a linear scan, on a made-up faithfulness function (any shape) and on a tiny model, and the
+whole discovery: --target-faithfulness sizes the stored circuit, node level included."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from atlas.core.attribution import edge_scores, graph_of
+from atlas.core.discover import DiscoveryParams, discover
+from atlas.core.evaluation import Evaluator, Outcome, score_order, top_circuit
+from atlas.core.graph import Graph
+from atlas.core.metrics import object_logprob
+from atlas.core.sizing import search_size
+from tests.conftest import batches_for
+
+
+class FakeEvaluator:
+    """Faithfulness as a made-up function of the circuit's size in edges (after pruning)."""
+
+    def __init__(self, graph: Graph, f: Callable[[int], float]) -> None:
+        self.graph, self.level, self.f, self.calls = graph, "edge", f, 0
+
+    def outcomes(self, circuits: Sequence[torch.Tensor]) -> list[Outcome]:
+        self.calls += len(circuits)
+        return [Outcome(self.f(int(c.sum())), 0.0, 0.0) for c in circuits]
+
+    def faithfulness(self, outcome: Outcome) -> float:
+        return outcome.metric
+
+
+def _graph_and_order(seed: int = 0) -> tuple[Graph, np.ndarray]:
+    graph = Graph(2, 2)
+    scores = np.random.default_rng(seed).standard_normal((graph.n_writers, graph.n_readers))
+    return graph, score_order(graph, torch.from_numpy(scores))
+
+
+def _scan(graph: Graph, order: np.ndarray, f: Callable[[int], float], cap: int) -> list[float]:
+    """Faithfulness of the top-n circuit for n = 1..cap, as a linear scan sees it."""
+    return [f(int(top_circuit(graph, order, n, "edge").sum())) for n in range(1, cap + 1)]
+
+
+@pytest.mark.parametrize("target", [0.05, 0.3, 0.5, 0.8, 0.99])
+@pytest.mark.parametrize("cap", [1, 7, 20, 40])
+def test_rising_faithfulness_gives_the_linear_scan_smallest_size(target: float, cap: int) -> None:
+    graph, order = _graph_and_order()
+
+    def f(size: int) -> float:
+        return 1 - math.exp(-size / 6)
+
+    evaluator = FakeEvaluator(graph, f)
+    choice, edges = search_size(evaluator, order, target, cap, tolerance=0)  # type: ignore[arg-type]
+    scan = _scan(graph, order, f, cap)
+    expected = next((n for n, value in enumerate(scan, 1) if value >= target), None)
+    assert choice.target_met == (expected is not None)
+    if expected is not None:
+        assert choice.n_top == expected
+        assert choice.faithfulness == pytest.approx(scan[expected - 1])
+        assert torch.equal(edges, top_circuit(graph, order, expected, "edge"))
+    else:  # not reachable: the most faithful size evaluated, which for a rising curve is the cap's
+        assert choice.faithfulness == pytest.approx(scan[-1])
+    assert evaluator.calls < max(cap, 12)  # fewer evaluations than the scan (but for tiny caps)
+
+
+def test_any_shape_the_kept_circuit_meets_the_target_when_the_cap_does() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        graph, order = _graph_and_order(trial)
+        values = rng.random(graph.n_edges + 1)
+        cap = int(rng.integers(1, 40))
+        target = float(rng.random())
+        scan = _scan(graph, order, lambda size, v=values: float(v[size]), cap)
+        evaluator = FakeEvaluator(graph, lambda size, v=values: float(v[size]))
+        choice, _ = search_size(evaluator, order, target, cap, tolerance=0)  # type: ignore[arg-type]
+        if scan[-1] >= target:
+            assert choice.target_met
+        if choice.target_met:
+            assert scan[choice.n_top - 1] >= target and choice.n_top <= cap
+            assert all(value < target for n, _, value in choice.trace if n < choice.n_top)
+        else:
+            assert choice.faithfulness == max(value for _, _, value in choice.trace)
+
+
+def test_on_a_tiny_model_the_search_agrees_with_a_linear_scan(tiny_llama, relations) -> None:
+    batches = batches_for(tiny_llama, relations["country_capital_city"], 4)
+    graph = graph_of(tiny_llama)
+    scores = edge_scores(tiny_llama, batches, object_logprob, method="eap-ig", steps=3)
+    order = score_order(graph, scores)
+    evaluator = Evaluator(tiny_llama, graph, batches, object_logprob, "corrupt", "edge")
+    cap = 60
+    scan = [
+        evaluator.faithfulness(o)
+        for o in evaluator.outcomes([top_circuit(graph, order, n, "edge") for n in range(1, cap + 1)])
+    ]
+    best_so_far = np.maximum.accumulate(scan)
+    for target in (0.25, 0.5, 0.75, float(best_so_far[-1]) + 0.01):
+        choice, edges = search_size(evaluator, order, target, cap, tolerance=0)
+        met_anywhere = any(f >= target for f in scan)
+        if scan[-1] >= target:
+            assert choice.target_met
+        if choice.target_met:
+            assert scan[choice.n_top - 1] >= target
+            assert torch.equal(edges, top_circuit(graph, order, choice.n_top, "edge"))
+            # where faithfulness rises up to the target, the search finds the scan's smallest size
+            first = next(n for n, f in enumerate(scan, 1) if f >= target)
+            if all(np.diff(scan[:first]) >= 0):
+                assert choice.n_top == first
+        else:
+            assert scan[-1] < target
+            assert choice.faithfulness == max(f for _, _, f in choice.trace)
+            assert met_anywhere or choice.faithfulness <= max(scan)
+
+
+def test_discovery_sizes_the_circuit_by_faithfulness(tiny_llama, relations) -> None:
+    params = DiscoveryParams(
+        ig_steps=2, max_facts=4, known_only=False, batch_size=4, max_edges=80, bootstrap=0
+    )
+    result = discover(tiny_llama, relations["country_capital_city"], params)
+    assert result.size is not None and result.params.selection == "faithfulness"
+    summary = result.summary()
+    assert summary["target_met"] == result.size.target_met
+    assert summary["size"] == result.circuit.n_edges == result.size.size
+    assert result.size.n_top <= 80
+    if result.size.target_met:
+        assert result.discovery.faithfulness >= 0.8 - 1e-9
+        assert result.discovery.faithfulness == pytest.approx(result.size.faithfulness)
+    assert result.random.n_edges >= result.circuit.n_edges  # the baseline has the circuit's size
+
+
+def test_node_level_search_caps_at_max_nodes(tiny_llama, relations) -> None:
+    params = DiscoveryParams(
+        ig_steps=2, max_facts=4, known_only=False, batch_size=4, level="node", max_nodes=6, bootstrap=0
+    )
+    result = discover(tiny_llama, relations["country_language"], params)
+    assert result.size is not None and result.circuit.level == "node"
+    assert result.circuit.n_components == result.size.size <= 6
+    assert result.random.n_components == result.circuit.n_components
