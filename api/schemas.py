@@ -5,10 +5,22 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from atlas.core.corpus import CATEGORIES
 from atlas.db.edits import EDIT_METHODS
+from atlas.spec.errors import Invalid
+from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES, method_spec
+from atlas.spec.params import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP, MAX_IG_STEPS, TEMPLATE_AUTO, DiscoveryParams
 
 MAX_ID = 2**31 - 1  # ids are 32-bit in the schema: larger ones are rejected (422), not sent to the database
 MAX_PAGE = 500
@@ -22,7 +34,12 @@ RelationName = Annotated[
 ComponentName = Annotated[str, StringConstraints(pattern=r"^(a[0-9]{1,4}\.h[0-9]{1,4}|m[0-9]{1,4})$")]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Category = Literal["factual", "commonsense", "linguistic", "bias"]
-Method = Literal["eap", "eap-ig"]
+# An attribution method: one of the registry's (atlas.spec.methods), listed as an enum in the OpenAPI schema.
+Method = Annotated[
+    str,
+    AfterValidator(lambda name: method_spec(name).name),
+    WithJsonSchema({"type": "string", "enum": list(METHOD_NAMES)}),
+]
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 assert set(CATEGORIES) == set(Category.__args__)  # type: ignore[attr-defined]
 
@@ -40,6 +57,13 @@ class ErrorBody(BaseModel):
 
 
 # -------------------------------------------------------------------------------------------- catalogue
+
+
+class MethodView(BaseModel):
+    name: str
+    takes_steps: bool = Field(description="Whether `ig_steps` applies (integrated gradients).")
+    summary: str
+    default: bool
 
 
 class ModelView(BaseModel):
@@ -114,6 +138,13 @@ class CircuitSummary(BaseModel):
     hit_random: float | None
     faithfulness: float | None
     created_at: str
+    target_faithfulness: float | None = Field(None, description="Sized by faithfulness: the target.")
+    target_met: bool | None = Field(None, description="Whether the size search met it (null: a fixed size).")
+    faithfulness_heldout: float | None = Field(None, description="Faithfulness on the held-out facts.")
+    faithfulness_random_heldout: float | None = Field(
+        None, description="A random circuit of the same size, on the held-out facts."
+    )
+    top1_circuit_heldout: float | None = None
 
 
 class CircuitPage(BaseModel):
@@ -145,6 +176,15 @@ class CircuitDetail(CircuitSummary):
     roles: dict[str, Any] | None = Field(
         None, description="The head roles' thresholds, number of prompts and counts per role."
     )
+    search: dict[str, Any] | None = Field(
+        None,
+        description="Sized by faithfulness: target, cap, n_top (edges taken before pruning), size, "
+        "faithfulness, target_met and `trace`, every size evaluated as [n_top, size, faithfulness].",
+    )
+    template: dict[str, Any] | None = Field(
+        None, description="The template used; for `template auto`, facts known under each candidate."
+    )
+    stability: dict[str, Any] | None = Field(None, description="The bootstrap: resamples (0: none).")
     nodes: list[NodeScore]
     edges: list[EdgeScore]
 
@@ -329,16 +369,35 @@ class JobRequest(BaseModel):
     model: Name = Field(description="A model name `atlas models` lists: `smollm2-135m`, `tiny-llama`, ...")
     relations: list[RelationName] = Field(default_factory=list, max_length=200)
     facts: FactList | None = None
-    method: Method = "eap-ig"
-    ig_steps: int = Field(5, ge=1, le=100, description="EAP-IG interpolation steps (1 for EAP).")
+    method: Method = DEFAULT_METHOD
+    ig_steps: int = Field(
+        5, ge=1, le=MAX_IG_STEPS, description="Integrated-gradient steps (methods with steps)."
+    )
     metric: Literal["logprob", "logit-diff"] = "logprob"
-    top_n: int | None = Field(None, ge=1, le=1_000_000, description="Circuit size in edges (default 300).")
-    threshold: float | None = Field(
-        None, ge=0, description="Instead of top_n: every edge with |score| >= it."
+    target_faithfulness: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Size the circuit as the smallest one this faithful on the discovery facts (the default "
+        "rule, 0.8). Not with top_n or threshold.",
+    )
+    max_edges: int | None = Field(None, ge=1, description="The size search's cap in edges (2% of the graph).")
+    max_nodes: int | None = Field(
+        None, ge=1, description="Node level: the cap in heads and MLPs (a quarter)."
+    )
+    top_n: int | None = Field(None, ge=1, le=1_000_000, description="A fixed size instead: the top-n edges.")
+    threshold: float | None = Field(None, ge=0, description="Or every edge with |score| >= it.")
+    bootstrap: int = Field(
+        DEFAULT_BOOTSTRAP,
+        ge=0,
+        le=MAX_BOOTSTRAP,
+        description="Resamples for each member's stability; 0: off.",
     )
     max_facts: int = Field(32, ge=1, le=10_000)
     heldout_fraction: float = Field(0.5, ge=0, lt=1)
-    template: Annotated[int, Field(ge=0, le=1000)] | Text | None = None
+    template: Annotated[int, Field(ge=0, le=1000)] | Text | None = Field(
+        None, description=f"A template index, a string with {{}}, or {TEMPLATE_AUTO!r}."
+    )
     ablation: Literal["corrupt", "zero", "mean"] = "corrupt"
     batch_size: int = Field(16, ge=1, le=1024)
     seed: int = Field(0, ge=0, le=MAX_ID)
@@ -357,17 +416,28 @@ class JobRequest(BaseModel):
     @field_validator("template")
     @classmethod
     def template_slot(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, str) and value.count("{}") != 1:
-            raise ValueError(f"a template needs exactly one '{{}}', found {value.count('{}')}")
+        if isinstance(value, str) and value != TEMPLATE_AUTO and value.count("{}") != 1:
+            raise ValueError(
+                f"a template needs exactly one '{{}}' (or is {TEMPLATE_AUTO!r}), found {value.count('{}')}"
+            )
         return value
 
     @model_validator(mode="after")
     def consistent(self) -> JobRequest:
         if not self.relations and self.facts is None:
             raise ValueError("give `relations` (catalogued relation names) or `facts` (a fact list)")
-        if self.top_n is not None and self.threshold is not None:
-            raise ValueError("give `top_n` or `threshold`, not both")
+        try:  # the one validation the CLI and the queue use too
+            self.params().validate()
+        except Invalid as error:
+            raise ValueError(str(error)) from None
         return self
+
+    def params(self) -> DiscoveryParams:
+        return DiscoveryParams(
+            **self.model_dump(
+                include=set(DiscoveryParams.__dataclass_fields__) & set(type(self).model_fields)
+            )
+        )
 
 
 class JobSubmission(BaseModel):

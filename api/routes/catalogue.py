@@ -8,13 +8,24 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import EngineDep
 from api.errors import ERROR_RESPONSES
-from api.schemas import MAX_PAGE, Category, FactPage, Id, ModelPage, Name, RelationPage, RelationView
+from api.schemas import MAX_PAGE, Category, FactPage, Id, MethodView, ModelPage, Name, RelationPage, RelationView
 from atlas.db import browse
+from atlas.spec.methods import DEFAULT_METHOD, METHODS
 
 router = APIRouter(tags=["catalogue"], responses=ERROR_RESPONSES)
 
 After = Annotated[Id | None, Query(description="The previous page's `next`.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Items per page.")]
+
+
+@router.get("/methods", response_model=list[MethodView], summary="Attribution methods")
+def list_methods() -> list[dict[str, object]]:
+    """The attribution methods discovery can use (the registry atlas.spec.methods), the default first."""
+    ordered = sorted(METHODS, key=lambda m: m.name != DEFAULT_METHOD)
+    return [
+        {"name": m.name, "takes_steps": m.takes_steps, "summary": m.summary, "default": m.name == DEFAULT_METHOD}
+        for m in ordered
+    ]
 
 
 @router.get("/models", response_model=ModelPage, summary="Catalogued models")

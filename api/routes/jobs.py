@@ -30,7 +30,6 @@ from atlas.db import CatalogueError, queries
 from atlas.db.jobs import DiscoveryRequest, abandon_job, cancel_job, get_job, list_jobs, submit_job
 from atlas.db.store import import_relations
 from atlas.json_safe import finite
-from atlas.spec.params import DiscoveryParams
 
 log = logging.getLogger("api.jobs")
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -57,25 +56,6 @@ def job(engine: EngineDep, job_id: JobId) -> dict[str, Any]:
     """What was asked, its status (queued, running, done, failed, cancelled), progress (relations and facts
     done), its circuits when done, or the error when failed."""
     return get_job(engine, job_id)
-
-
-def _params(body: JobRequest) -> DiscoveryParams:
-    return DiscoveryParams(
-        method=body.method,
-        ig_steps=body.ig_steps,
-        metric=body.metric,
-        top_n=body.top_n,
-        threshold=body.threshold,
-        max_facts=body.max_facts,
-        heldout_fraction=body.heldout_fraction,
-        template=body.template,
-        ablation=body.ablation,
-        batch_size=body.batch_size,
-        seed=body.seed,
-        curve=body.curve,
-        known_only=body.known_only,
-        level=body.level,
-    )
 
 
 def _store_fact_list(engine: Engine, facts: FactList) -> str:
@@ -121,7 +101,7 @@ def schedule(engine: EngineDep, sender: SenderDep, body: JobRequest) -> JSONResp
     if body.facts is not None:
         name = _store_fact_list(engine, body.facts)
         relations.append(name)
-    request = DiscoveryRequest(body.model, tuple(relations), _params(body))
+    request = DiscoveryRequest(body.model, tuple(relations), body.params())
     submission = submit_job(engine, request, body.queue)  # JobError: 404 unknown relation, else 422
     if submission.job_id is None:
         circuits = [asdict(c) for c in _summaries(engine, list(submission.existing_circuits.values()))]

@@ -2,7 +2,7 @@
 // sortable by size and faithfulness, 50 a page. The listing is fetched once per filter (keyset pages of 500
 // followed to the end) and sorted and paged here.
 
-import { CATEGORIES, METHODS, allPages, fmt, h, main, pageData, percent, select, setQuery, showError } from "./common.js";
+import { CATEGORIES, allPages, fmt, h, main, methods, pageData, percent, select, setQuery, showError } from "./common.js";
 
 const PAGE = 50;
 const params = new URLSearchParams(location.search);
@@ -30,13 +30,16 @@ const COLUMNS = [
   ["method", "method", false],
   ["n_nodes", "nodes", true],
   ["n_edges", "edges", true],
-  ["hit_circuit", "Hit@10 circuit", true],
+  ["target_met", "target met", true],
   ["faithfulness", "faithfulness", true],
+  ["faithfulness_heldout", "held-out", true],
+  ["faithfulness_random_heldout", "random", true],
+  ["hit_circuit", "Hit@10 circuit", true],
   ["edits", "edits", false],
 ];
 
 async function start() {
-  const [models, relations] = await Promise.all([allPages("/models"), allPages("/relations")]);
+  const [models, relations, methodList] = await Promise.all([allPages("/models"), allPages("/relations"), methods()]);
   const [modelLabel, modelSelect] = select(
     "model",
     "model",
@@ -59,7 +62,7 @@ async function start() {
   const [methodLabel, methodSelect] = select(
     "method",
     "method",
-    [["", "all methods"], ...METHODS.map((m) => [m, m])],
+    [["", "all methods"], ...methodList.map((m) => [m.name, m.name])],
     params.get("method") || ""
   );
   const [editLabel, editSelect] = select(
@@ -168,8 +171,11 @@ function render(table, count, editFilter) {
       h("td", {}, c.method, c.level === "node" ? h("span", { className: "tag" }, " node") : null),
       h("td", { className: "num" }, fmt(c.n_nodes)),
       h("td", { className: "num" }, fmt(c.n_edges)),
-      h("td", { className: "num" }, percent(c.hit_circuit)),
+      h("td", { className: "met" }, c.target_met === null || c.target_met === undefined ? "–" : c.target_met ? "yes" : "no"),
       h("td", { className: "num" }, fmt(c.faithfulness)),
+      h("td", { className: "num" }, fmt(c.faithfulness_heldout)),
+      h("td", { className: "num" }, fmt(c.faithfulness_random_heldout)),
+      h("td", { className: "num" }, percent(c.hit_circuit)),
       h("td", { className: "num" }, editIds(c).map((id, i) => [i ? ", " : "", h("a", { href: `/ui/edits/${id}` }, `#${id}`)]))
     )
   );

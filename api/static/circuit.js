@@ -25,7 +25,14 @@ async function start() {
   const nodeLevel = detail.level === "node";
   const unit = nodeLevel ? "nodes" : "edges";
   // the size it was cut at: top-n (pruning may leave fewer edges), else its edge count
-  const stored = detail.selection === "top_n" && detail.top_n > 0 ? detail.top_n : nodeLevel ? Math.max(1, detail.n_nodes - 2) : detail.n_edges;
+  const stored =
+    detail.selection === "top_n" && detail.top_n > 0
+      ? detail.top_n
+      : detail.search && detail.search.n_top
+      ? detail.search.n_top
+      : nodeLevel
+      ? Math.max(1, detail.n_nodes - 2)
+      : detail.n_edges;
   const natural = nodeLevel ? nLayers * (nHeads + 1) : validEdges(nLayers, nHeads);
   const maximum = Math.max(1, Math.min(natural, Math.max(4 * stored, 200)));
 
@@ -90,8 +97,13 @@ async function start() {
     delete main.dataset.recut;
   });
 
+  const search = detail.search;
   const selection =
-    detail.selection === "threshold" ? `|score| ≥ ${fmt(detail.threshold, 4)}` : `top ${fmt(detail.top_n)} ${unit}`;
+    detail.selection === "threshold"
+      ? `|score| ≥ ${fmt(detail.threshold, 4)}`
+      : search
+      ? `the smallest top-|score| circuit with faithfulness ≥ ${fmt(search.target)} (${search.target_met ? "met" : "NOT met"} within ${fmt(search.cap)} ${unit}; ${fmt(search.n_top)} taken)`
+      : `top ${fmt(detail.top_n)} ${unit}`;
   const summary = h(
     "table",
     { id: "summary" },
@@ -101,7 +113,7 @@ async function start() {
       [
         ["model", h("a", { href: `/ui?model=${encodeURIComponent(detail.model)}` }, detail.model), `${nLayers} layers × ${nHeads} heads`],
         ["relation", h("a", { href: `/ui?relation=${encodeURIComponent(detail.relation)}` }, detail.relation), detail.category],
-        ["method", `${detail.method}${detail.method === "eap-ig" ? ` (${detail.ig_steps} steps)` : ""}, ${detail.metric}`, `${detail.level}-level, ${selection}`],
+        ["method", `${detail.method}${detail.ig_steps > 1 ? ` (${detail.ig_steps} steps)` : ""}, ${detail.metric}`, `${detail.level}-level, ${selection}`],
         ["size", `${fmt(detail.n_nodes)} nodes, ${fmt(detail.n_edges)} edges`, `random baseline: ${fmt(detail.n_random_edges)} edges`],
         ["stored", detail.created_at, ""],
       ].map(([key, value, note]) => h("tr", {}, h("th", {}, key), h("td", {}, value), h("td", { className: "muted" }, note)))

@@ -128,4 +128,9 @@ export function download(text, filename, type) {
 }
 
 export const CATEGORIES = ["factual", "commonsense", "linguistic", "bias"];
-export const METHODS = ["eap", "eap-ig"];
+/** The attribution methods (GET /methods: the registry), the default first; fetched once. */
+let methodsOnce = null;
+export function methods() {
+  methodsOnce = methodsOnce || api("/methods");
+  return methodsOnce;
+}

@@ -1,7 +1,7 @@
 // Jobs: running and finished extraction jobs with their progress, refreshed every 2 s while any is queued or
 // running (every 10 s otherwise); and a form that schedules a job (POST /jobs, bearer token).
 
-import { ApiError, allPages, api, h, main, showError } from "./common.js";
+import { ApiError, allPages, api, h, main, methods, showError } from "./common.js";
 
 const FAST = 2000;
 const SLOW = 10000;
@@ -48,14 +48,15 @@ async function start() {
   const list = h("div", { id: "jobs" }, h("p", { className: "loading" }, "Loading…"));
   const updated = h("span", { id: "updated", className: "muted" });
   const message = h("p", { id: "job-message", role: "status" });
-  const [models, relations] = await Promise.all([allPages("/models"), allPages("/relations")]);
+  const [models, relations, methodList] = await Promise.all([allPages("/models"), allPages("/relations"), methods()]);
   const controls = {
     token: h("input", { id: "token", name: "token", type: "password", autocomplete: "off", placeholder: "ATLAS_API_TOKEN" }),
     model: h("input", { id: "model", name: "model", list: "model-names", required: true, placeholder: "smollm2-135m" }),
     relations: h("input", { id: "relations", name: "relations", list: "relation-names", required: true, placeholder: "country_capital_city, country_language" }),
-    method: h("select", { id: "method", name: "method" }, h("option", { value: "eap-ig" }, "eap-ig"), h("option", { value: "eap" }, "eap")),
-    ig_steps: h("input", { id: "ig_steps", name: "ig_steps", type: "number", min: 1, max: 100, value: 5 }),
-    top_n: h("input", { id: "top_n", name: "top_n", type: "number", min: 1, value: 300 }),
+    method: h("select", { id: "method", name: "method" }, methodList.map((m) => h("option", { value: m.name, title: m.summary }, m.name))),
+    ig_steps: h("input", { id: "ig_steps", name: "ig_steps", type: "number", min: 1, max: 512, value: 5 }),
+    target: h("input", { id: "target_faithfulness", name: "target_faithfulness", type: "number", min: 0.01, max: 1, step: 0.01, value: 0.8 }),
+    top_n: h("input", { id: "top_n", name: "top_n", type: "number", min: 1, placeholder: "by faithfulness" }),
     max_facts: h("input", { id: "max_facts", name: "max_facts", type: "number", min: 1, value: 32 }),
     queue: h("select", { id: "queue", name: "queue" }, h("option", { value: "cpu" }, "cpu"), h("option", { value: "gpu" }, "gpu")),
   };
@@ -66,7 +67,8 @@ async function start() {
     field("model", controls.model),
     field("method", controls.method),
     field("IG steps", controls.ig_steps),
-    field("circuit size (edges)", controls.top_n),
+    field("target faithfulness (the smallest circuit reaching it)", controls.target),
+    field("or a fixed size (edges)", controls.top_n),
     field("facts at most", controls.max_facts),
     field("queue", controls.queue),
     field("API token", controls.token),
@@ -107,8 +109,8 @@ async function start() {
       model: controls.model.value.trim(),
       relations: controls.relations.value.split(/[\s,]+/).filter(Boolean),
       method: controls.method.value,
-      ig_steps: controls.method.value === "eap" ? 1 : Number(controls.ig_steps.value),
-      top_n: Number(controls.top_n.value),
+      ig_steps: Number(controls.ig_steps.value),
+      ...(controls.top_n.value ? { top_n: Number(controls.top_n.value) } : { target_faithfulness: Number(controls.target.value) }),
       max_facts: Number(controls.max_facts.value),
       queue: controls.queue.value,
     };

@@ -2,7 +2,7 @@
 // for a model and category; a click lists the relations and circuits behind a cell. Below it, the overlap
 // matrix (node or edge Jaccard) of the model's circuits.
 
-import { CATEGORIES, METHODS, allPages, api, fmt, h, main, s, select, setQuery, showError } from "./common.js";
+import { CATEGORIES, allPages, api, fmt, h, main, methods, s, select, setQuery, showError } from "./common.js";
 
 const params = new URLSearchParams(location.search);
 const CELL = 26;
@@ -30,7 +30,8 @@ async function start() {
     models.some((m) => m.name === wanted) ? wanted : models[0].name
   );
   const [categoryLabel, categorySelect] = select("category", "category", [["", "all categories"], ...CATEGORIES.map((c) => [c, c])], params.get("category") || "");
-  const [methodLabel, methodSelect] = select("method", "method", [["", "all methods"], ...METHODS.map((m) => [m, m])], params.get("method") || "");
+  const methodList = await methods();
+  const [methodLabel, methodSelect] = select("method", "method", [["", "all methods"], ...methodList.map((m) => [m.name, m.name])], params.get("method") || "");
   const [matrixLabel, matrixSelect] = select("matrix", "overlap of", [["edge_jaccard", "edges (Jaccard)"], ["node_jaccard", "heads and MLPs (Jaccard)"]], params.get("matrix") || "edge_jaccard");
   const heat = h("div", { id: "heatmap" });
   const detail = h("div", { id: "cell-detail", className: "panel" }, h("p", { className: "muted" }, "Click a cell for the relations and circuits behind it."));

@@ -25,12 +25,11 @@ from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
 from atlas.core.readout import readout_batch, readout_logits
 from atlas.spec import graph as index
+from atlas.spec.params import UNINFORMATIVE_HIT_RANDOM
 
 # Circuit sizes of the faithfulness curve, in percent of the graph's edges (or of its heads and MLPs at node
 # level): MIB's grid.
 CURVE_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
-# A Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
-UNINFORMATIVE_HIT_RANDOM = 0.5
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,12 @@ def circuit_full(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
     with transaction(target) as session:
         run, model, relation, circuit = session.execute(
             select(Run, Model, Relation, Circuit)
-            .options(defer(Circuit.scores), defer(Circuit.node_set), defer(Circuit.edge_set))
+            .options(
+                defer(Circuit.scores),
+                defer(Circuit.node_set),
+                defer(Circuit.edge_set),
+                defer(Circuit.null_inclusion),
+            )
             .join(Model, Run.model_id == Model.id)
             .join(Relation, Run.relation_id == Relation.id)
             .join(Circuit, Circuit.run_id == Run.id)

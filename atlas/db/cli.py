@@ -147,16 +147,18 @@ def circuits_list(
         _echo_json(page.to_dict())
         return
     header = (
-        f"{'id':>5} {'model':<14} {'relation':<26} {'method':<7} {'nodes':>5} {'edges':>6} "
-        f"{'Hit@10 orig':>11} {'circuit':>8} {'random':>7} {'faithful':>9}"
+        f"{'id':>5} {'model':<14} {'relation':<26} {'method':<10} {'nodes':>5} {'edges':>6} {'met':>3} "
+        f"{'faithful':>8} {'held-out':>8} {'random':>7} {'Hit@10 orig':>11} {'circuit':>8} {'random':>7}"
     )
     click.echo(header)
     click.echo("-" * len(header))
+    met = {True: "yes", False: "no", None: "-"}
     for c in page.items:
         click.echo(
-            f"{c.id:>5} {c.model:<14} {c.relation:<26} {c.method:<7} {c.n_nodes:>5} {c.n_edges:>6} "
-            f"{_fmt(c.hit_original):>11} {_fmt(c.hit_circuit):>8} {_fmt(c.hit_random):>7} "
-            f"{_fmt(c.faithfulness):>9}"
+            f"{c.id:>5} {c.model:<14} {c.relation:<26} {c.method[:10]:<10} {c.n_nodes:>5} {c.n_edges:>6} "
+            f"{met[c.target_met]:>3} {_fmt(c.faithfulness):>8} {_fmt(c.faithfulness_heldout):>8} "
+            f"{_fmt(c.faithfulness_random_heldout):>7} {_fmt(c.hit_original):>11} {_fmt(c.hit_circuit):>8} "
+            f"{_fmt(c.hit_random):>7}"
         )
     if page.next_after is not None:
         click.echo(f"more: --after {page.next_after}")

@@ -28,6 +28,7 @@ from atlas.db.models import (
     Run,
 )
 from atlas.db.store import MEMBER_DTYPE, transaction
+from atlas.spec.params import UNINFORMATIVE_HIT_RANDOM
 
 
 @dataclass
@@ -60,6 +61,13 @@ class CircuitSummary:
     hit_random: float | None
     faithfulness: float | None
     created_at: str
+    # Size by faithfulness: the target and whether it was met (None for a fixed size), and the circuit on
+    # held-out facts: its faithfulness, and a random circuit's of the same size.
+    target_faithfulness: float | None = None
+    target_met: bool | None = None
+    faithfulness_heldout: float | None = None
+    faithfulness_random_heldout: float | None = None
+    top1_circuit_heldout: float | None = None
 
 
 @dataclass
@@ -218,20 +226,27 @@ def recurring_components(
 
 
 def _summary_query() -> Any:
-    discovery = aliased(Evaluation)
+    discovery, heldout = aliased(Evaluation), aliased(Evaluation)
     return (
-        select(Circuit, Run, Model.name, Relation.name, Relation.category, discovery)
+        select(Circuit, Run, Model.name, Relation.name, Relation.category, discovery, heldout)
         .join(Run, Circuit.run_id == Run.id)
         .join(Model, Run.model_id == Model.id)
         .join(Relation, Run.relation_id == Relation.id)
         .outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
-        # Not the score matrix (0.5 MB a circuit on SmolLM2) nor the member sets: a summary needs neither.
-        .options(defer(Circuit.scores), defer(Circuit.node_set), defer(Circuit.edge_set))
+        .outerjoin(heldout, and_(heldout.circuit_id == Circuit.id, heldout.split == "heldout"))
+        # Not the score matrix (0.5 MB a circuit on SmolLM2), the member sets nor the null: not needed here.
+        .options(
+            defer(Circuit.scores),
+            defer(Circuit.node_set),
+            defer(Circuit.edge_set),
+            defer(Circuit.null_inclusion),
+            defer(Circuit.search),
+        )
     )
 
 
 def _summary(row: Any) -> CircuitSummary:
-    circuit, run, model, relation, category, evaluation = row
+    circuit, run, model, relation, category, evaluation, heldout = row
     return CircuitSummary(
         id=circuit.id,
         model=model,
@@ -251,6 +266,11 @@ def _summary(row: Any) -> CircuitSummary:
         hit_random=evaluation.hit_random if evaluation else None,
         faithfulness=evaluation.faithfulness if evaluation else None,
         created_at=circuit.created_at.isoformat(),
+        target_faithfulness=(run.params or {}).get("target_faithfulness"),
+        target_met=circuit.target_met,
+        faithfulness_heldout=heldout.faithfulness if heldout else None,
+        faithfulness_random_heldout=heldout.faithfulness_random if heldout else None,
+        top1_circuit_heldout=heldout.top1_circuit if heldout else None,
     )
 
 
@@ -497,7 +517,7 @@ def overlap_matrix(
         query = query.where(Relation.category == category)
     if method is not None:
         query = query.where(Run.method == method)
-    discovery = aliased(Evaluation)
+    discovery, heldout = aliased(Evaluation), aliased(Evaluation)
     summary_columns = (
         Circuit.id,
         Model.name,
@@ -517,12 +537,23 @@ def overlap_matrix(
         discovery.hit_random,
         discovery.faithfulness,
         Circuit.created_at,
+        Run.params["target_faithfulness"].as_float(),
+        Circuit.target_met,
+        heldout.faithfulness,
+        heldout.faithfulness_random,
+        heldout.top1_circuit,
     )
     summary_fields = [f.name for f in fields(CircuitSummary)]  # the columns above, in this order
+    assert len(summary_fields) == len(summary_columns)
     n_fields = len(summary_fields)
-    summary_query = query.with_only_columns(
-        *summary_columns, Model.n_layers, Model.n_heads, Circuit.node_set, Circuit.edge_set
-    ).outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
+    created = summary_fields.index("created_at")
+    summary_query = (
+        query.with_only_columns(
+            *summary_columns, Model.n_layers, Model.n_heads, Circuit.node_set, Circuit.edge_set
+        )
+        .outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
+        .outerjoin(heldout, and_(heldout.circuit_id == Circuit.id, heldout.split == "heldout"))
+    )
     with transaction(target) as session:
         connection = session.connection()  # Core rows: no ORM entities to build
         rows: list[Any] = list(connection.execute(summary_query.order_by(Circuit.id)))
@@ -534,7 +565,10 @@ def overlap_matrix(
         from_rows = _member_sets_from_rows(connection, unfilled) if unfilled else {}
     summaries = [
         CircuitSummary(
-            **dict(zip(summary_fields, (*row[: n_fields - 1], row[n_fields - 1].isoformat()), strict=True))
+            **{
+                name: value.isoformat() if i == created else value
+                for i, (name, value) in enumerate(zip(summary_fields, row[:n_fields], strict=True))
+            }
         )
         for row in rows
     ]
@@ -597,7 +631,11 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
                 .order_by(Component.id)
             )
         ]
-        roles = session.scalar(select(Circuit.roles).where(Circuit.id == circuit_id))
+        roles, search, template, stability = session.execute(
+            select(Circuit.roles, Circuit.search, Circuit.template, Circuit.stability).where(
+                Circuit.id == circuit_id
+            )
+        ).one()
         edges = [
             {"edge": f"{w}->{r}<{port}>" if port else f"{w}->{r}", "score": score}
             for w, r, port, score in session.execute(
@@ -612,6 +650,9 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
             e.split: {
                 "n_facts": e.n_facts,
                 "hit_at_10": {"original": e.hit_original, "circuit": e.hit_circuit, "random": e.hit_random},
+                # A random circuit reaching Hit@10 this often: Hit@10 cannot tell this circuit from one.
+                "hit_at_10_informative": not e.hit_random >= UNINFORMATIVE_HIT_RANDOM,
+                "top1": {"original": e.top1_original, "circuit": e.top1_circuit, "random": e.top1_random},
                 "faithfulness": e.faithfulness,
                 "faithfulness_random": e.faithfulness_random,
                 "curve": None if e.curve is None else {"area": e.curve_area, "points": e.curve},
@@ -636,8 +677,11 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
         }
     return {
         **asdict(summary),
-        "run": {"id": run.id, **params},
+        "run": {"id": run.id, "params": run.params, "params_key": run.params_key, **params},
         "evaluations": evaluations,
+        "search": search,
+        "template": template,
+        "stability": stability,
         "roles": roles,
         "nodes": nodes,
         "edges": edges,

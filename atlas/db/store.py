@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -732,9 +732,8 @@ def _copy_edges(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
                 copy.write_row(row)
     else:
         # Core, not ORM, insert: the ORM splits an executemany wherever a row's None differs from the last's.
-        session.execute(
-            CircuitEdge.__table__.insert(), [dict(zip(EDGE_COLUMNS, row, strict=True)) for row in rows]
-        )
+        table = cast(Table, CircuitEdge.__table__)
+        session.execute(table.insert(), [dict(zip(EDGE_COLUMNS, row, strict=True)) for row in rows])
 
 
 def _evaluation(

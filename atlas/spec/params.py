@@ -30,6 +30,8 @@ SELECTIONS: tuple[str, ...] = ("faithfulness", "top_n", "threshold")
 TEMPLATE_AUTO = "auto"  # the zero-shot template under which the model knows the most facts
 
 DEFAULT_TARGET_FAITHFULNESS = 0.8
+# Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
+UNINFORMATIVE_HIT_RANDOM = 0.5
 # The size search's caps, as fractions of the graph: 2% of its edges (MIB's range for faithful circuits),
 # a quarter of its heads and MLPs at node level.
 DEFAULT_MAX_EDGE_FRACTION = 0.02
