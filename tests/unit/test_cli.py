@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,12 +62,27 @@ def test_a_repeated_run_is_found_in_the_catalogue_not_redone() -> None:
     stored = json.loads(again.stdout)
     assert stored["reused"] is True and stored["id"] == computed["circuit_id"]
     assert len(stored["edges"]) == computed["n_edges"]
+    assert (stored["hit_original"], stored["hit_circuit"], stored["hit_random"]) == tuple(
+        computed["hit_at_10"][k] for k in ("original", "circuit", "random")
+    )
+    assert stored["faithfulness"] == pytest.approx(computed["faithfulness"], rel=1e-9)
     listing = atlas("circuits", "list", "--model", "tiny-llama", "--json")
     assert listing.returncode == 0, listing.stderr
     assert computed["circuit_id"] in [row["id"] for row in json.loads(listing.stdout)["items"]]
     recurring = atlas("query", "recurring", "--model", "tiny-llama", "--min-count", "1", "--json")
     assert recurring.returncode == 0, recurring.stderr
-    assert json.loads(recurring.stdout), "the stored circuit's components are listed"
+    # The heads and MLPs of the stored circuit, read off its edge names (`a0.h1->a2.h3<q>`).
+    ends = {end.split("<")[0] for edge in stored["edges"] for end in edge["edge"].split("->")}
+    components = ends - {"input", "logits"}
+    assert components and len(components) == computed["n_nodes"] - 2
+    listed = json.loads(recurring.stdout)
+    assert {c["component"] for c in listed if "substance_phase" in c["relations"]} == components
+    for entry in listed:
+        assert entry["n_relations"] == len(entry["relations"]) >= 1
+        head = re.fullmatch(r"a(\d+)\.h(\d+)", entry["component"])
+        layer = int(head[1]) if head else int(entry["component"][1:])
+        expected = ("head", layer, int(head[2])) if head else ("mlp", layer, None)
+        assert (entry["kind"], entry["layer"], entry["head"]) == expected
 
 
 def test_discover_prints_a_table_by_default() -> None:
@@ -75,8 +91,35 @@ def test_discover_prints_a_table_by_default() -> None:
         "--max-facts", "3", "--method", "eap", "--no-curve",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Hit@10 orig" in result.stdout and "verb_past_tense" in result.stdout
-    assert "held out" in result.stdout
+    # The table's row and the held-out line say what the catalogue stored for that run.
+    circuit_id = re.search(r"stored as circuit (\d+)", result.stdout + result.stderr)
+    assert circuit_id, result.stdout
+    shown = atlas("circuits", "show", circuit_id[1])
+    assert shown.returncode == 0, shown.stderr
+    stored = json.loads(shown.stdout)
+    header, _, row = result.stdout.splitlines()[1:4]
+    assert header.split()[:6] == ["model", "relation", "method", "facts", "nodes", "edges"]
+    cells = row.split()
+    assert cells[:3] == ["tiny-llama", "verb_past_tense", "eap"]
+    discovery = stored["evaluations"]["discovery"]
+    assert (
+        [int(c) for c in cells[3:6]]
+        == [discovery["n_facts"], stored["n_nodes"], stored["n_edges"]]
+        == [
+            3,
+            stored["n_nodes"],
+            len(stored["edges"]),
+        ]
+    )
+    hits = [discovery["hit_at_10"][k] for k in ("original", "circuit", "random")]
+    assert cells[6:10] == [f"{v:.3f}" for v in (*hits, discovery["faithfulness"])]
+    heldout = stored["evaluations"]["heldout"]
+    held = next(line for line in result.stdout.splitlines() if line.startswith("held-out:"))
+    assert held == (
+        "held-out: Hit@10 original {:.3f}, circuit {:.3f}, random {:.3f}, faithfulness {:.3f}".format(
+            *(heldout["hit_at_10"][k] for k in ("original", "circuit", "random")), heldout["faithfulness"]
+        )
+    )
 
 
 def test_unknown_model(tmp_path: Path) -> None:
