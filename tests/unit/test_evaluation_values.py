@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import torch
 
+from atlas.core import evaluation
 from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import Circuit, random_circuit, random_node_circuit, top_n, top_n_nodes
 from atlas.core.corpus import Fact
-from atlas.core.evaluation import evaluate_split, faithfulness_curve
 from atlas.core.graph import Graph
 from atlas.core.metrics import get_metric, object_logprob
 from atlas.core.models import LoadedModel
@@ -29,6 +29,27 @@ from tests.unit import reference_patching as ref
 # 0-based rank of each fact's object among the model's predictions: most near the Hit@10 boundary.
 RANKS = (9, 10, 8, 11, 0, 40, 7, 12)
 TOLERANCE = 2e-5  # float32 sums; observed differences are below 2e-6
+
+
+# ------------------------------------------- the production calls (the one place to adjust when they change)
+
+
+def evaluate_split(model, graph, batches, circuit: Circuit, random: Circuit, metric, ablation: str) -> Any:
+    if hasattr(evaluation, "Evaluator"):  # the evaluator of one split
+        evaluator = evaluation.Evaluator(model, graph, batches, metric, ablation, circuit.level)
+        return evaluator.evaluate(circuit, random)
+    return evaluation.evaluate_split(model, graph, batches, circuit, random, metric, ablation)
+
+
+def faithfulness_curve(model, graph, batches, scores, metric, ablation: str, percents) -> Any:
+    if hasattr(evaluation, "Evaluator"):
+        level = "node" if scores.dim() == 1 else "edge"
+        evaluator = evaluation.Evaluator(model, graph, batches, metric, ablation, level)
+        return evaluation.faithfulness_curve(evaluator, scores, percents)
+    return evaluation.faithfulness_curve(model, graph, batches, scores, metric, ablation, percents)
+
+
+# ----------------------------------------------------------------------------------------------- the facts
 
 
 def known_pairs(model: LoadedModel, n: int, seed: int = 0) -> list[Pair]:

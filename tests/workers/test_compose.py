@@ -19,7 +19,7 @@ from services import ATLAS, WorkerProcess, pg_database, require_pg, require_redi
 from sqlalchemy import Engine, inspect
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
-from atlas.core.params import DiscoveryParams
+from atlas.core.discover import DiscoveryParams  # re-exported on every layout of the params
 from atlas.db.engine import make_engine
 from atlas.db.jobs import DiscoveryRequest, get_job
 from atlas.db.store import import_relations
