@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +10,6 @@ import torch
 from atlas.core.corpus import Relation, bundled_corpus_path, load_corpus
 from atlas.core.models import LoadedModel, load_model
 from atlas.core.pairs import Batch, make_batches, make_pairs, tokenize_facts
-
-REPO = Path(__file__).resolve().parents[1]
-LRE = REPO.parent / "shared" / "lre"
 
 # No test may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -3,13 +3,15 @@ and errors (404 for unknown things, 422 naming the field)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from itertools import combinations
+from typing import Any
 
 import numpy as np
+import pytest
 from api_helpers import MODELS, PARAMS, RELATIONS, Catalogue, RecordingSender, make_client, store_synthetic
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
-from atlas.db import queries
 from atlas.db.recut import GraphIndex, load_scores
 
 
@@ -148,16 +150,97 @@ def test_eap_ig_graph_json(client: TestClient, catalogue: Catalogue) -> None:
     assert "score" in node_level["nodes"]["a0.h0"]
 
 
+# ------------------------------------------------------------------- the catalogue read back by hand, in SQL
+# The query module reads PostgreSQL's member-set columns and SQLite's node rows; these read the node and edge
+# rows with plain SQL on both backends and count in Python.
+
+
+def _rows(catalogue: Catalogue, sql: str, **params: Any) -> list[Any]:
+    with catalogue.engine.connect() as connection:
+        return list(connection.execute(text(sql), params))
+
+
+def _graph_order(layer: int | None, head: int | None) -> tuple[int, int]:
+    return (layer or 0, head if head is not None else 1 << 30)
+
+
+def recurring_by_hand(
+    catalogue: Catalogue,
+    model: str,
+    min_count: int = 2,
+    category: str | None = None,
+    method: str | None = None,
+) -> list[dict[str, Any]]:
+    where = ["m.name = :model", "cn.in_circuit", "comp.kind IN ('head', 'mlp')"]
+    where += ["rel.category = :category"] if category else []
+    where += ["r.method = :method"] if method else []
+    rows = _rows(
+        catalogue,
+        "SELECT comp.name, comp.kind, comp.layer, comp.head, rel.name FROM circuit_nodes cn "
+        "JOIN components comp ON comp.id = cn.component_id JOIN circuits c ON c.id = cn.circuit_id "
+        "JOIN runs r ON r.id = c.run_id JOIN models m ON m.id = r.model_id "
+        "JOIN relations rel ON rel.id = r.relation_id WHERE " + " AND ".join(where),
+        model=model,
+        category=category,
+        method=method,
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for name, kind, layer, head, relation in rows:
+        entry = found.setdefault(name, {"component": name, "kind": kind, "layer": layer, "head": head})
+        entry.setdefault("relations", set()).add(relation)
+    listed = [
+        {**e, "n_relations": len(e["relations"]), "relations": sorted(e["relations"])}
+        for e in found.values()
+        if len(e["relations"]) >= min_count
+    ]
+    return sorted(listed, key=lambda e: (-e["n_relations"], *_graph_order(e["layer"], e["head"])))
+
+
+def members_by_hand(
+    catalogue: Catalogue, ids: list[int]
+) -> tuple[dict[int, set[str]], dict[int, set[str]], dict]:
+    """Each circuit's heads and MLPs and its edge names (`w->r<port>`), and the graph order of the nodes."""
+    listed = ", ".join(str(int(i)) for i in ids)
+    nodes: dict[int, set[str]] = {i: set() for i in ids}
+    order = {}
+    for circuit_id, name, layer, head in _rows(
+        catalogue,
+        "SELECT cn.circuit_id, comp.name, comp.layer, comp.head FROM circuit_nodes cn "
+        "JOIN components comp ON comp.id = cn.component_id "
+        f"WHERE cn.circuit_id IN ({listed}) AND cn.in_circuit AND comp.kind IN ('head', 'mlp')",
+    ):
+        nodes[circuit_id].add(name)
+        order[name] = _graph_order(layer, head)
+    edges: dict[int, set[str]] = {i: set() for i in ids}
+    for circuit_id, writer, reader, port in _rows(
+        catalogue,
+        "SELECT ce.circuit_id, w.name, r.name, ce.port FROM circuit_edges ce "
+        "JOIN components w ON w.id = ce.writer_id JOIN components r ON r.id = ce.reader_id "
+        f"WHERE ce.circuit_id IN ({listed}) AND ce.in_circuit",
+    ):
+        edges[circuit_id].add(f"{writer}->{reader}<{port}>" if port else f"{writer}->{reader}")
+    return nodes, edges, order
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b)
+
+
 def test_recurring_components(client: TestClient, catalogue: Catalogue) -> None:
     body = client.get("/components/recurring", params={"model": "toy-a", "min_count": 2}).json()
-    expected = queries.recurring_components(catalogue.engine, "toy-a", min_count=2)
-    assert body["components"] == [asdict(c) for c in expected] and body["components"]
+    assert body["components"] == recurring_by_hand(catalogue, "toy-a", 2) and body["components"]
     top = body["components"][0]
     assert top["n_relations"] == len(top["relations"]) >= 2
+    assert len({c["n_relations"] for c in body["components"]}) > 1  # the order by count is exercised
     factual = client.get(
         "/components/recurring", params={"model": "toy-a", "category": "factual", "method": "eap-ig"}
     ).json()["components"]
+    assert (
+        factual == recurring_by_hand(catalogue, "toy-a", 2, category="factual", method="eap-ig") and factual
+    )
     assert all(set(c["relations"]) <= {"country_capital_city", "country_language"} for c in factual)
+    everything = client.get("/components/recurring", params={"model": "toy-b", "min_count": 1}).json()
+    assert everything["components"] == recurring_by_hand(catalogue, "toy-b", 1)
     unknown = client.get("/components/recurring", params={"model": "nope"})
     assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["message"]
     missing = client.get("/components/recurring")
@@ -219,8 +302,23 @@ def test_a_component_in_an_edit(catalogue: Catalogue, sender: RecordingSender) -
 def test_compare(client: TestClient, catalogue: Catalogue) -> None:
     ids = [catalogue.circuits[("toy-a", r, "eap-ig")] for r in RELATIONS[:3]]
     body = client.get("/compare", params={"ids": ids}).json()
-    expected = queries.compare_circuits(catalogue.engine, ids).to_dict()
-    assert body == expected and 0 <= body["node_jaccard"] <= 1 and len(body["pairwise"]) == 3
+    nodes, edges, order = members_by_hand(catalogue, ids)
+    shared_nodes, shared_edges = set.intersection(*nodes.values()), set.intersection(*edges.values())
+    assert [c["id"] for c in body["circuits"]] == ids
+    assert body["shared_nodes"] == sorted(shared_nodes, key=order.__getitem__) and shared_nodes
+    assert body["shared_edges"] == sorted(shared_edges)
+    assert body["node_jaccard"] == pytest.approx(len(shared_nodes) / len(set.union(*nodes.values())))
+    assert body["edge_jaccard"] == pytest.approx(len(shared_edges) / len(set.union(*edges.values())))
+    assert body["pairwise"] == [
+        {
+            "a": a,
+            "b": b,
+            "node_jaccard": pytest.approx(_jaccard(nodes[a], nodes[b])),
+            "edge_jaccard": pytest.approx(_jaccard(edges[a], edges[b])),
+        }
+        for a, b in combinations(ids, 2)
+    ]
+    assert 0 < body["node_jaccard"] < 1
     assert client.get("/compare", params={"ids": [ids[0]]}).status_code == 422
     same = client.get("/compare", params={"ids": [ids[0], ids[0]]})
     assert same.status_code == 422 and "two different" in same.json()["message"]
@@ -232,7 +330,14 @@ def test_overlap_matrix(client: TestClient, catalogue: Catalogue) -> None:
     body = client.get("/overlap", params={"model": "toy-b"}).json()
     n = len(RELATIONS)
     assert len(body["circuits"]) == n and len(body["node_jaccard"]) == n
-    assert all(body["edge_jaccard"][i][i] == 1.0 for i in range(n))
+    ids = [c["id"] for c in body["circuits"]]
+    assert sorted(ids) == sorted(catalogue.circuits[("toy-b", r, "eap-ig")] for r in RELATIONS)
+    nodes, edges, _ = members_by_hand(catalogue, ids)
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            assert body["node_jaccard"][i][j] == pytest.approx(_jaccard(nodes[a], nodes[b])), (a, b)
+            assert body["edge_jaccard"][i][j] == pytest.approx(_jaccard(edges[a], edges[b])), (a, b)
+    assert len({round(x, 6) for row in body["edge_jaccard"] for x in row}) > 2
     assert client.get("/overlap", params={"model": "nope"}).status_code == 404
 
 

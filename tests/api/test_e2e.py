@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import pytest
 from api_helpers import REPO, pg_database
+from services import require_redis
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.store import import_relations
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_DB = 11
 TOKEN = "e2e-token-9f8e7d"
 JOB = {
     "model": "tiny-llama",
@@ -44,16 +45,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def redis_url() -> str:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-        client.flushdb()
-    except redis.RedisError as error:
-        if os.environ.get("ATLAS_REQUIRE_REDIS"):
-            pytest.fail(f"Redis at {REDIS_URL} unreachable: {error}")
-        pytest.skip(f"Redis at {REDIS_URL} unreachable: {error}")
-    return REDIS_URL
+    return require_redis(REDIS_DB)  # skipped without a server; failed in CI
 
 
 @pytest.fixture

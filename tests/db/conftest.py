@@ -21,7 +21,7 @@ from atlas.db.engine import make_engine, upgrade
 
 @pytest.fixture(scope="session")
 def pg_admin() -> str:
-    return require_pg()  # skipped without a server; failed in CI (ATLAS_REQUIRE_POSTGRES)
+    return require_pg()  # skipped without a server; failed in CI (services.require)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

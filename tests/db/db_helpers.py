@@ -4,6 +4,7 @@ Imported as `db_helpers`: pytest puts tests/db on sys.path (no __init__.py, as i
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from atlas.core.circuit import Circuit
 from atlas.core.corpus import Relation
@@ -38,3 +39,29 @@ def with_circuit(result: DiscoveryResult, edge_names: list[str]) -> DiscoveryRes
     for name in edge_names:
         mask[graph.parse_edge(name)] = True
     return replace(result, circuit=Circuit(graph, mask))
+
+
+def store_when_told(url: str, payload: str, ready: Any, go: Any, results: Any) -> None:
+    """A racing writer, run in a process of its own: load the pickled (result, model info, relation, corpus
+    hash), open its own engine, say it is ready, wait for the start, store, and report the circuit id (or
+    the error)."""
+    import os
+    import pickle
+
+    from atlas.db.engine import make_engine
+    from atlas.db.store import store_discovery
+
+    with open(payload, "rb") as handle:
+        result, info, relation, corpus_sha = pickle.load(handle)
+    engine = make_engine(url)
+    try:
+        ready.put(os.getpid())
+        if not go.wait(120):
+            results.put(("error", "never told to start"))
+            return
+        try:
+            results.put(("ok", store_discovery(engine, result, info, relation, corpus_sha, CODE_VERSION)))
+        except Exception as error:
+            results.put(("error", repr(error)))
+    finally:
+        engine.dispose()

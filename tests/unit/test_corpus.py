@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from services import LRE, require_lre
 
 from atlas.core.corpus import (
     CATEGORIES,
@@ -19,8 +20,6 @@ from atlas.core.corpus import (
     load_corpus,
     load_relation_file,
 )
-
-LRE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "lre"
 
 
 def _valid() -> dict[str, Any]:
@@ -85,14 +84,12 @@ def test_bundled_corpus_has_multi_word_and_non_ascii_objects() -> None:
 
 @pytest.fixture(scope="module")
 def lre() -> dict[str, Relation]:
-    if not LRE_DIR.is_dir():
-        pytest.skip(f"LRE relations not found at {LRE_DIR}")
-    return load_corpus(LRE_DIR)
+    return load_corpus(require_lre())  # skipped without ../shared/lre; failed in CI
 
 
 def test_every_lre_file_loads(lre: dict[str, Relation]) -> None:
     assert len(lre) == 47
-    assert len(list(LRE_DIR.rglob("*.json"))) == 47
+    assert len(list(LRE.rglob("*.json"))) == 47
     counts = {c: sum(r.category == c for r in lre.values()) for c in CATEGORIES}
     assert counts == {"factual": 26, "commonsense": 8, "linguistic": 6, "bias": 7}
     assert all(r.facts and (r.prompt_templates or r.prompt_templates_zs) for r in lre.values())

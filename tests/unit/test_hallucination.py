@@ -14,6 +14,7 @@ from atlas.core.corpus import Fact, Relation
 from atlas.core.hallucination import HallucinationParams, analyze_hallucinations, fact_outcomes
 from atlas.core.metrics import object_logprob
 from atlas.core.pairs import TokenizedFact, make_batches, make_pairs, tokenize_facts
+from tests.unit import reference_lens
 
 
 def _tokenized(model, relation: Relation) -> list[TokenizedFact]:
@@ -91,19 +92,39 @@ def test_wrong_answers_get_a_circuit_and_ranked_pushers(tiny_llama, relations) -
     for pusher in result.pushers:
         assert pusher.push == pytest.approx(-float(node[graph.writer_names.index(pusher.name)]), abs=1e-4)
 
+    # The logit lens by hand (tests/unit/reference_lens.py): each component's output at the last prompt
+    # position through the final norm and unembedding written out, ranked for the wrong token.
+    prompts = [(item.prompt_ids, item.object_ids[0]) for item in wrong_items]
+    by_hand = reference_lens.summary(tiny_llama, prompts, components)
+    for pusher in result.pushers:
+        assert pusher.lens_median_rank == by_hand[pusher.name]["median_rank"], pusher
+    assert result.wrong_lens is not None and result.wrong_lens.n_prompts == len(prompts)
+    assert [c.name for c in result.wrong_lens.components] == components
+    for lensed in result.wrong_lens.components:
+        expected = by_hand[lensed.name]
+        assert (lensed.median_rank, lensed.best_rank) == (expected["median_rank"], expected["best_rank"])
+        assert lensed.mean_rank == pytest.approx(expected["mean_rank"], rel=1e-12)
+        assert lensed.top1 == pytest.approx(expected["top1"], rel=1e-12)
+        assert lensed.mean_prob == pytest.approx(expected["mean_prob"], rel=1e-4)
+    assert len({v["median_rank"] for v in by_hand.values()}) > 1  # the components differ
+
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["n_wrong"] == len(result.wrong) and len(data["pushers"]) <= 5
+    assert data["n_wrong"] == len(result.wrong) and len(data["pushers"]) == 5
+    assert [p["name"] for p in data["pushers"]] == [p.name for p in result.pushers[:5]]
     assert data["params"]["max_facts"] == 4
-    assert data["node_jaccard"] is None or 0 <= data["node_jaccard"] <= 1
+    # No fact is right in the random model here (fact_outcomes is checked by hand above), so there is no
+    # correct circuit to compare with: both Jaccards are undefined (null on the wire).
+    assert result.correct == [] and result.correct_nodes == [] and result.correct_edges == 0
+    assert data["node_jaccard"] is None and data["edge_jaccard"] is None
 
 
 def test_no_correct_facts_leaves_the_correct_side_empty(tiny_llama, relations) -> None:
     result = analyze_hallucinations(
         tiny_llama, relations["country_language"], HallucinationParams(top_n=20, max_facts=2, max_checked=4)
     )
-    if not result.correct:  # a random model: expected, but not asserted
-        assert result.correct_nodes == [] and math.isnan(result.edge_jaccard)
-        assert result.only_wrong == result.wrong_nodes
+    assert not result.correct  # the random model gets none of these right (seeded: always the same)
+    assert result.correct_nodes == [] and math.isnan(result.edge_jaccard)
+    assert result.only_wrong == result.wrong_nodes and result.wrong_nodes
 
 
 def test_params_are_validated(tiny_llama, relations) -> None:

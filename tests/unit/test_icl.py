@@ -21,6 +21,7 @@ from atlas.core.icl import (
 )
 from atlas.core.metrics import object_logprob
 from atlas.core.pairs import make_batches
+from tests.unit import reference_patching as ref
 
 
 def test_demonstrations_are_written_before_the_query(relations) -> None:
@@ -88,25 +89,53 @@ def test_ablated_probabilities_match_ablating_heads_by_hand(tiny_llama, relation
 
 
 def test_icl_analysis_on_a_tiny_model(tiny_llama, relations) -> None:
+    relation = relations["country_capital_city"]
     params = ICLParams(k=2, top_n=8, max_facts=4, n_random=2, batch_size=4, known_only=False)
-    result = icl_analysis(tiny_llama, relations["country_capital_city"], params)
+    result = icl_analysis(tiny_llama, relation, params)
     assert result.n_facts == 4
-    assert len(result.demonstrations) == 2
-    assert 0 <= result.hit_zero_shot <= 1
+    demos, queries = choose_demonstrations(relation, 2)
+    assert result.demonstrations == [f"{d.subject} -> {d.object}" for d in demos]
     assert set(result.icl_only_heads) <= set(result.icl_heads)
     assert set(result.icl_only_heads).isdisjoint(result.zero_shot_heads)
     assert len(result.icl_heads) <= 8 and len(result.zero_shot_heads) <= 8
     assert len(result.random_draws) == 2
     assert result.prob_random_ablated == pytest.approx(sum(result.random_draws) / 2, rel=1e-9, abs=0)
-    for p in (
-        result.prob_zero_shot,
-        result.prob_original,
-        result.prob_icl_ablated,
-        result.prob_random_ablated,
-    ):
-        assert 0 <= p <= 1
-    if not result.icl_only_heads:
-        assert result.prob_icl_ablated == pytest.approx(result.prob_original, rel=1e-5, abs=0)
+
+    # The values by hand (tests/unit/reference_patching.py): the first four facts (all are kept), each run
+    # alone and unpadded; the whole object's probability teacher-forced; the ICL-only heads replaced by their
+    # mean output over every real token of the four ICL prompts (the one batch of four).
+    zero_shot, icl = _aligned_pairs(
+        tiny_llama, relation, queries, (relation.template(None), icl_template(relation, demos)), 0
+    )
+    zero_shot, icl = zero_shot[:4], icl[:4]
+
+    def prob(pair, logits: torch.Tensor) -> float:
+        return math.exp(ref.object_logprob(logits, pair))
+
+    assert result.hit_zero_shot == pytest.approx(
+        sum(ref.hit_at_10(ref.logits_of(tiny_llama, p.clean_ids), p) for p in zero_shot) / 4, abs=1e-12
+    )
+    by_hand_zero_shot = sum(prob(p, ref.logits_of(tiny_llama, p.clean_ids)) for p in zero_shot) / 4
+    by_hand_original = sum(prob(p, ref.logits_of(tiny_llama, p.clean_ids)) for p in icl) / 4
+    assert result.icl_only_heads, "the ICL circuit should hold heads the zero-shot one lacks"
+    components = ref.writer_names(tiny_llama.n_layers, tiny_llama.n_heads)[1:]
+    kept = {name for name in components if name not in result.icl_only_heads}
+    by_hand_ablated = (
+        sum(
+            prob(p, ref.node_patched_logits(tiny_llama, p.clean_ids, mean, kept))
+            for p, mean in zip(icl, ref.ablated_outputs(tiny_llama, icl, "mean"), strict=True)
+        )
+        / 4
+    )
+    print(
+        f"\nby hand: zero-shot {by_hand_zero_shot:.3e}, ICL {by_hand_original:.3e},"
+        f" ablated {by_hand_ablated:.3e}"
+    )
+    assert result.prob_zero_shot == pytest.approx(by_hand_zero_shot, rel=1e-4, abs=0)
+    assert result.prob_original == pytest.approx(by_hand_original, rel=1e-4, abs=0)
+    assert result.prob_icl_ablated == pytest.approx(by_hand_ablated, rel=1e-4, abs=0)
+    assert by_hand_ablated != pytest.approx(by_hand_original, rel=1e-3, abs=0)  # the ablation matters here
+    assert by_hand_zero_shot != pytest.approx(by_hand_original, rel=1e-3, abs=0)
     data = json.loads(json.dumps(result.to_dict()))
     assert data["params"]["k"] == 2 and data["icl_only_heads"] == result.icl_only_heads
 
@@ -114,9 +143,9 @@ def test_icl_analysis_on_a_tiny_model(tiny_llama, relations) -> None:
 def test_icl_with_no_known_fact_reports_nothing(tiny_llama, relations) -> None:
     # A random model ranks no object in its top 10: nothing is left to explain.
     result = icl_analysis(tiny_llama, relations["country_capital_city"], ICLParams(k=2, max_facts=2))
-    if result.n_facts == 0:
-        assert math.isnan(result.prob_original) and result.icl_heads == []
-        assert json.loads(json.dumps(result.to_dict()))["prob_original"] is None
+    assert result.n_facts == 0  # seeded: always the same
+    assert math.isnan(result.prob_original) and result.icl_heads == []
+    assert json.loads(json.dumps(result.to_dict()))["prob_original"] is None
 
 
 def test_icl_params_are_validated(tiny_llama, relations) -> None:

@@ -1,8 +1,8 @@
 """Fixtures of the browser tests: a catalogue of synthetic circuits (tests/api/api_helpers.py) in a SQLite
 file, with a knowledge edit, a faithfulness curve and a queued job added; `atlas serve` on it as a real
 uvicorn process on a free port; and Debian's chromium driven by playwright (never a browser playwright
-downloads). Without chromium or playwright the tests are skipped with the reason, or fail where
-ATLAS_REQUIRE_POSTGRES=1 (CI). Screenshots go to test-output/screenshots/. Helpers are in web_helpers.py."""
+downloads). Without chromium or playwright the tests are skipped with the reason, or fail in CI
+(services.require). Screenshots go to test-output/screenshots/. Helpers are in web_helpers.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from web_helpers import CHROMIUM, REPO, SCREENSHOTS, TOKEN, Console, Site, add_extras, free_port, require
+from services import require_browser
+from web_helpers import CHROMIUM, REPO, SCREENSHOTS, TOKEN, Console, Site, add_extras, free_port
 
 from atlas.db.engine import make_engine, upgrade
 
@@ -83,12 +84,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        require(f"no chromium at {CHROMIUM} (apt-get install chromium, or set ATLAS_CHROMIUM)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as error:
-        require(f"playwright is not installed ({error}): pip install -e '.[dev]'")
+    require_browser()  # skipped without chromium or playwright; failed in CI
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from web_helpers import Console, Site
 
 STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
@@ -154,17 +155,38 @@ def test_compare_highlights_shared_edges(site: Site, page: Any, screenshots: Pat
 
 
 def test_edit_page_before_and_after(site: Site, page: Any, screenshots: Path) -> None:
+    """What the page draws and writes is what the API says the edit is (GET /edits/{id})."""
+    edit = site.get(f"/edits/{site.edit_id}")
+    diff = edit["diff"]
     page.goto(f"{site.base}/ui/edits/{site.edit_id}")
     ready(page)
     text = page.locator("h1").inner_text()
-    assert "France" in text and "Rome" in text
-    diff_summary = page.locator("#diff-summary").inner_text()
-    lost = page.locator("#graph-before path.edge.lost").count()
-    gained = page.locator("#graph-after path.edge.gained").count()
-    assert f"{gained} gained, {lost} lost" in diff_summary.split("Edges: ")[1]
-    assert lost > 0 and gained > 0
-    assert page.locator("#edit-components tbody tr").count() > 0
-    assert page.locator("#edit-outcome").inner_text().count("\n") >= 2
+    assert all(edit[key] in text for key in ("subject", "old_object", "new_object"))
+
+    def names(selector: str) -> list[str]:
+        return sorted(page.locator(selector).evaluate_all("edges => edges.map(e => e.dataset.edge)"))
+
+    kept = {change["edge"] for change in diff["rescored"]}
+    assert names("#graph-before path.edge.lost") == sorted(diff["edges_lost"]) and diff["edges_lost"]
+    assert names("#graph-after path.edge.gained") == sorted(diff["edges_gained"]) and diff["edges_gained"]
+    assert names("#graph-before path.edge") == sorted(kept | set(diff["edges_lost"]))
+    assert names("#graph-after path.edge") == sorted(kept | set(diff["edges_gained"]))
+    summary = page.locator("#diff-summary").inner_text()
+    nodes = [len(diff[f"nodes_{change}"]) for change in ("gained", "lost", "kept")]
+    assert "Heads and MLPs: {} gained, {} lost, {} kept.".format(*nodes) in summary
+    edges = (len(diff["edges_gained"]), len(diff["edges_lost"]), diff["n_edges_kept"])
+    assert "Edges: {} gained, {} lost, {} kept.".format(*edges) in summary
+    rows = page.locator("#edit-components tbody tr")
+    shown = [tuple(row.locator("td").all_inner_texts()[:2]) for row in rows.all()]
+    assert shown == [(c["component"], c["change"]) for c in edit["components"]] and shown
+    outcome = dict(
+        page.locator("#edit-outcome tr").evaluate_all(
+            "rows => rows.map(r => [r.querySelector('th').textContent, r.querySelector('td').textContent])"
+        )
+    )
+    assert set(outcome) == set(edit["outcome"])
+    for key, value in edit["outcome"].items():
+        assert float(outcome[key]) == pytest.approx(value, abs=5e-5), key
     page.screenshot(path=screenshots / "edit.png", full_page=True)
 
 

@@ -3,8 +3,6 @@ served site, the extra catalogue rows the pages show (an edit, a curve, a job), 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -12,25 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
 from api_helpers import REPO, TOKEN, Catalogue
+from services import CHROMIUM
 
 from atlas.spec.params import DiscoveryParams
 
-__all__ = ["REPO", "TOKEN", "Catalogue"]
+__all__ = ["CHROMIUM", "REPO", "TOKEN", "Catalogue"]
 
-CHROMIUM = os.environ.get("ATLAS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-output" / "screenshots"
-
-
-def require(reason: str) -> None:
-    """Skip the browser tests, or fail them in CI (ATLAS_REQUIRE_POSTGRES=1 says the tools are there)."""
-    if os.environ.get("ATLAS_REQUIRE_POSTGRES"):
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
