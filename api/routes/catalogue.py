@@ -8,7 +8,17 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import EngineDep
 from api.errors import ERROR_RESPONSES
-from api.schemas import MAX_PAGE, Category, FactPage, Id, MethodView, ModelPage, Name, RelationPage, RelationView
+from api.schemas import (
+    MAX_PAGE,
+    Category,
+    FactPage,
+    Id,
+    MethodView,
+    ModelPage,
+    Name,
+    RelationPage,
+    RelationView,
+)
 from atlas.db import browse
 from atlas.spec.methods import DEFAULT_METHOD, METHODS
 
@@ -23,7 +33,12 @@ def list_methods() -> list[dict[str, object]]:
     """The attribution methods discovery can use (the registry atlas.spec.methods), the default first."""
     ordered = sorted(METHODS, key=lambda m: m.name != DEFAULT_METHOD)
     return [
-        {"name": m.name, "takes_steps": m.takes_steps, "summary": m.summary, "default": m.name == DEFAULT_METHOD}
+        {
+            "name": m.name,
+            "takes_steps": m.takes_steps,
+            "summary": m.summary,
+            "default": m.name == DEFAULT_METHOD,
+        }
         for m in ordered
     ]
 
