@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from api import errors
 from api.cache import ResponseCache, cache_from_environment
 from api.deps import Sender
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
+from api.static_files import PackageFiles
 from atlas.config import Settings, get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -74,7 +74,7 @@ def create_app(
         pages.router,
     ):
         app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the web pages' JS and CSS
+    app.mount("/static", PackageFiles(directory=STATIC), name="static")  # the web pages' JS and CSS
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
