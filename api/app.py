@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 
-from api import errors
+from api import docs, errors
 from api.cache import ResponseCache, cache_from_environment
 from api.deps import Sender
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
@@ -49,6 +49,8 @@ def create_app(
     app = FastAPI(
         title="Circuit Atlas",
         version="0.1.0",
+        docs_url=None,  # served offline by api.docs
+        redoc_url=None,
         description=DESCRIPTION,
         openapi_tags=[
             {"name": "circuits", "description": "Catalogued circuits, one circuit, re-cuts and exports."},
@@ -64,6 +66,7 @@ def create_app(
     app.state.sender = sender
     app.state.cache = cache if cache is not None else cache_from_environment()
     errors.install(app)
+    docs.install(app)
     for router in (
         circuits.router,
         components.router,
