@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from sqlalchemy import Engine
 
-from api import docs, errors
+from api import access_log, docs, errors
 from api.cache import ResponseCache, cache_from_environment
 from api.deps import Sender
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
@@ -46,6 +46,7 @@ def create_app(
     """The API. Tests pass their own engine, a fake sender (instead of workers.enqueue.send_job) and
     settings (the token)."""
     settings = settings or get_settings()
+    access_log.install()
     app = FastAPI(
         title="Circuit Atlas",
         version="0.1.0",
