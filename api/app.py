@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from api import access_log, docs, errors
 from api.cache import ResponseCache, cache_from_environment
 from api.deps import Sender
+from api.guard import RequestGuard
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
 from api.static_files import PackageFiles
 from atlas.config import Settings, get_settings
@@ -68,6 +69,7 @@ def create_app(
     app.state.cache = cache if cache is not None else cache_from_environment()
     errors.install(app)
     docs.install(app)
+    app.add_middleware(RequestGuard, settings=settings)  # the token, then the body's size, before any route
     for router in (
         circuits.router,
         components.router,

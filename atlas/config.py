@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Unset: jobs run inline, no queue.
     broker_url: str = ""
     api_token: str = ""  # bearer token for the API's write endpoints; unset: the API accepts no writes
+    # The largest request body the API reads (bytes); a larger one is refused (413) without being read.
+    max_body_bytes: int = Field(default=1 << 20, ge=0)
     # Seconds before a message taken by a worker that died with it is delivered again (Redis broker).
     visibility_timeout: int = 900
     # A running job whose heartbeat is older than this many seconds is taken over by the next delivery.
