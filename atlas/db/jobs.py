@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import CursorResult, Engine, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atlas.core.params import DiscoveryError, DiscoveryParams
@@ -127,9 +128,12 @@ def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str =
         stored = existing_circuits(session, request)
         if len(stored) == len(request.relations):
             return Submission(None, False, stored)
-        job_id = insert_job(
-            session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
-        )
+        try:
+            job_id = insert_job(
+                session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
+            )
+        except DuplicateJob as duplicate:
+            return Submission(duplicate.job_id, False, {})
         return Submission(job_id, True, stored)
 
 
@@ -138,6 +142,14 @@ def active_job(session: Session, key: str) -> int | None:
     return session.scalar(
         select(Job.id).where(Job.request_key == key, Job.status.in_(ACTIVE)).order_by(Job.id).limit(1)
     )
+
+
+class DuplicateJob(JobError):
+    """An identical job is already queued or running (the database's unique index refused a second)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"an identical job is already queued or running: job {job_id}")
+        self.job_id = job_id
 
 
 def insert_job(
@@ -149,27 +161,37 @@ def insert_job(
     queue: str,
     relations_total: int,
 ) -> int:
-    """Record a validated job as queued (in the caller's transaction); its id."""
+    """Record a validated job as queued (in the caller's transaction); its id. DuplicateJob names the
+    active job with this key when there is one: the check before the insert can race with a concurrent
+    submission, so the database's unique index over active jobs' keys decides."""
     if queue not in QUEUES:
         raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
-    job = Job(
-        kind=kind,
-        queue=queue,
-        model_name=model,
-        request=request,
-        request_key=key,
-        status="queued",
-        relations_total=relations_total,
-        relations_done=0,
-        facts_done=0,
-        facts_total=0,
-        circuit_ids=[],
-        edit_ids=[],
-        attempts=0,
-    )
-    session.add(job)
-    session.flush()
-    return job.id
+    for _ in range(3):
+        active = active_job(session, key)
+        if active is not None:
+            raise DuplicateJob(active)
+        job = Job(
+            kind=kind,
+            queue=queue,
+            model_name=model,
+            request=request,
+            request_key=key,
+            status="queued",
+            relations_total=relations_total,
+            relations_done=0,
+            facts_done=0,
+            facts_total=0,
+            circuit_ids=[],
+            edit_ids=[],
+            attempts=0,
+        )
+        try:
+            with session.begin_nested():  # on PostgreSQL this waits for a concurrent insert to commit
+                session.add(job)
+        except IntegrityError:
+            continue  # a concurrent submission won: find its job (or, if it already ended, insert again)
+        return job.id
+    raise JobError("identical jobs are being submitted and finished concurrently; try again")
 
 
 def _job(session: Session, job_id: int) -> Job:
