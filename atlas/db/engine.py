@@ -1,4 +1,5 @@
-"""Where the catalogue lives and how to reach it: URL, engine, sessions, migrating to the newest schema."""
+"""Where the catalogue lives and how to reach it: URL, engine, migrating to the newest schema (sessions:
+atlas.db.store.transaction)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from atlas.config import Settings, get_settings
 
@@ -59,10 +59,6 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 def alembic_config(url: str | None = None) -> Any:
