@@ -31,7 +31,8 @@ def _errors() -> Iterator[None]:
         sys.exit(2)
     except (OperationalError, ProgrammingError) as error:
         first = str(error.orig or error).strip().splitlines()[0]
-        click.echo(f"error: database: {first} (run `atlas db upgrade` first?)", err=True)
+        hint = "" if isinstance(error, OperationalError) else " (run `atlas db upgrade` first?)"
+        click.echo(f"error: database: {first}{hint}", err=True)
         sys.exit(2)
 
 
