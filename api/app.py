@@ -4,6 +4,8 @@ routers. OpenAPI at /openapi.json, interactive docs at /docs. Imports no torch."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from sqlalchemy import Engine
 
 from api import access_log, docs, errors
 from api.cache import ResponseCache, cache_from_environment
-from api.deps import Sender
+from api.deps import Sender, app_sender
 from api.guard import RequestGuard
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
 from api.static_files import PackageFiles
@@ -38,6 +40,22 @@ def open_engine(settings: Settings) -> Engine:
     return make_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+@asynccontextmanager
+async def _reaper(app: FastAPI) -> AsyncIterator[None]:
+    """Every API process runs a reaper (workers.reaper) while it serves, where a broker is configured."""
+    from workers.reaper import start_reaper
+
+    settings: Settings = app.state.settings
+    reaper = start_reaper(
+        lambda: app.state.engine, lambda job_id, queue: app_sender(app)(job_id, queue), settings
+    )
+    try:
+        yield
+    finally:
+        if reaper is not None:
+            reaper.stop()
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -49,6 +67,7 @@ def create_app(
     settings = settings or get_settings()
     access_log.install()
     app = FastAPI(
+        lifespan=_reaper,
         title="Circuit Atlas",
         version="0.1.0",
         docs_url=None,  # served offline by api.docs

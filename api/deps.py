@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
@@ -36,13 +36,17 @@ async def get_cache(request: Request) -> ResponseCache:
     return cache
 
 
-async def get_sender(request: Request) -> Sender:
-    sender: Sender | None = request.app.state.sender
+def app_sender(app: FastAPI) -> Sender:
+    sender: Sender | None = app.state.sender
     if sender is None:
         from workers.enqueue import send_job  # the Celery app: no torch, no task code
 
         sender = send_job
     return sender
+
+
+async def get_sender(request: Request) -> Sender:
+    return app_sender(request.app)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

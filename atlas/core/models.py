@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atlas.core.model_names import unavailable
 from atlas.core.offline_weights import OfflineWeightsError, expand_grouped_kv, load_offline
 from atlas.core.tiny import RANDOM_MODELS, random_model
 
@@ -149,6 +150,9 @@ def load_model(name: str, device: str = "", cache_dir: Path | None = None) -> Lo
             hf_model, tokenizer = random_model(name)
             hf_model, prepend_bos, edge_level = expand_grouped_kv(hf_model), False, True
         else:
+            reason = unavailable(name)  # fails fast (no network wait when offline) on a model not to be had
+            if reason is not None:
+                raise OSError(f"{reason}; models that work offline: {', '.join(known_model_names())}")
             hf_model, tokenizer = _load_hub_model(name)
             prepend_bos, edge_level = getattr(tokenizer, "bos_token_id", None) is not None, True
     except (OfflineWeightsError, OSError, ValueError) as error:

@@ -423,11 +423,13 @@ def jobs_list(status: str | None, limit: int, after: int | None, url: str | None
 @click.argument("job_id", type=int)
 @url_option
 def jobs_cancel(job_id: int, url: str | None) -> None:
-    """Cancel a queued job (a running job cannot be cancelled)."""
+    """Cancel a queued job, or a running one whose worker stopped (no heartbeat for ATLAS_JOB_STALE_SECONDS);
+    a job running live cannot be cancelled."""
+    from atlas.config import get_settings
     from atlas.db.jobs import cancel_job
 
     with _errors():
-        cancel_job(_engine(url), job_id)
+        cancel_job(_engine(url), job_id, get_settings().job_stale_seconds)
     click.echo(f"job {job_id} cancelled")
 
 

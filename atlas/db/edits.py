@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from atlas.core.params import DiscoveryError, DiscoveryParams
 from atlas.db import CatalogueError
-from atlas.db.jobs import QUEUES, DuplicateJob, JobError, insert_job
+from atlas.db.jobs import QUEUES, DuplicateJob, JobError, check_model, insert_job
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, _resolve_model, default_code_version, transaction
 from atlas.json_safe import finite
@@ -237,6 +237,8 @@ def submit_edit_job(target: Engine | Session, request: EditJobRequest, queue: st
     records nothing."""
     request = request.normalized()
     key = request.key()
+    if request.model:
+        check_model(target, request.model)  # outside the transaction: it may ask the hub
     with transaction(target, write=True) as session:
         validate_edit_request(session, request, queue)
         stored = find_edit(session, request.model, key)

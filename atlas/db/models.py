@@ -392,6 +392,7 @@ class Job(Base):
     edit_ids: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
+    requeues: Mapped[int] = mapped_column(default=0)  # times the reaper re-queued it (its worker gone)
     worker: Mapped[str | None] = mapped_column(String(200))
     # Seconds spent in the job function itself (model load included), for the queue-overhead figure.
     work_seconds: Mapped[float | None]

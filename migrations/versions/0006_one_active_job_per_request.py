@@ -1,9 +1,13 @@
-"""one active job per request: a unique index over the request keys of queued and running jobs
+"""jobs: one active job per request (a unique index over the request keys of queued and running jobs), and
+how often the reaper re-queued a job
 
 Submission checked for an identical active job and then inserted, so concurrent identical submissions each
 inserted one (8 concurrent posts made 7 or 8 jobs). The database now refuses a second queued or running job
 with the same request key. Duplicates already there are resolved first: the oldest active job of a key
 stays, the others are cancelled with a note (a worker that later receives one does nothing).
+
+`jobs.requeues` counts the times a job without an owner (its worker gone, no message left for it) was
+re-queued; past ATLAS_JOB_MAX_REQUEUES it is failed instead.
 
 Revision ID: 0006
 Revises: 0004
@@ -48,6 +52,7 @@ def upgrade() -> None:
                 finished_at=sa.func.now(),
             )
         )
+    op.add_column("jobs", sa.Column("requeues", sa.Integer(), nullable=False, server_default="0"))
     op.create_index(
         "uq_jobs_active_request_key",
         "jobs",
@@ -60,3 +65,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("uq_jobs_active_request_key", table_name="jobs")
+    op.execute("ALTER TABLE jobs DROP COLUMN requeues")  # SQLite 3.35+, as in 0003

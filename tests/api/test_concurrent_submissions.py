@@ -4,14 +4,13 @@ PostgreSQL; the other 15 answers name that job. A finished job's request can be 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from api_helpers import auth, pg_database
-from processes import ServerProcess
+from processes import ServerProcess, race_posts
 from services import require_redis
 from sqlalchemy import Engine, func, select, update
 
@@ -20,7 +19,7 @@ from atlas.db.engine import make_engine, upgrade
 from atlas.db.models import Job
 from atlas.db.store import import_relations, transaction
 
-REDIS_DB = 14
+REDIS_DB = 15
 CONCURRENT = 16
 JOB = {"model": "tiny-llama", "relations": ["country_language"], "method": "eap", "max_facts": 4}
 
@@ -51,24 +50,6 @@ def _jobs(engine: Engine) -> int:
         return int(connection.execute(select(func.count(Job.id))).scalar_one())
 
 
-def _race(base: str, body: dict[str, object]) -> list[httpx.Response]:
-    """CONCURRENT identical posts released at once, each on its own connection."""
-    start = threading.Barrier(CONCURRENT)
-    answers: list[httpx.Response] = []
-
-    def post() -> None:
-        with httpx.Client(base_url=base, timeout=60) as client:
-            start.wait()
-            answers.append(client.post("/jobs", json=body, headers=auth()))
-
-    threads = [threading.Thread(target=post) for _ in range(CONCURRENT)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
-
-
 def test_concurrent_identical_posts_create_one_job(catalogue: tuple[str, Engine], tmp_path: Path) -> None:
     url, engine = catalogue
     broker = require_redis(REDIS_DB)
@@ -81,7 +62,7 @@ def test_concurrent_identical_posts_create_one_job(catalogue: tuple[str, Engine]
     try:
         for round_ in range(2):
             body = {**JOB, "seed": round_}
-            answers = _race(server.base, body)
+            answers = race_posts(server.base, "/jobs", body, auth(), CONCURRENT)
             statuses = sorted(a.status_code for a in answers)
             assert statuses == [200] * (CONCURRENT - 1) + [201], [a.text[:200] for a in answers]
             ids = {a.json()["job"]["id"] for a in answers}

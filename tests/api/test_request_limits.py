@@ -5,17 +5,14 @@ comes chunked. Measured on a real `atlas serve`: its peak memory under 50 MB bod
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from api_helpers import TOKEN, Catalogue, RecordingSender, auth, make_client
 from fastapi.testclient import TestClient
-from processes import ServerProcess
+from processes import ServerProcess, post_body
 
 from atlas.config import Settings
 
@@ -77,52 +74,6 @@ def test_a_server_without_a_token_refuses_writes_before_the_body(
 # ------------------------------------------------------------------------------------- a real server
 
 
-def _post(port: int, headers: dict[str, str], size: int, chunked: bool) -> tuple[int, int]:
-    """POST /jobs with a `size`-byte body sent in 64 KiB pieces over a raw socket, stopping as soon as the
-    server answers (or closes); the status and the bytes sent."""
-    head = ["POST /jobs HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
-    head += [f"{k}: {v}" for k, v in headers.items()]
-    head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sent, piece = 0, b" " * 65536
-    answer = b""
-    try:
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        sock.setblocking(False)
-        while sent < size:
-            with contextlib.suppress(BlockingIOError):
-                answer += sock.recv(65536)
-            if answer:
-                break
-            data = piece[: size - sent]
-            frame = f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data
-            try:
-                sock.sendall(frame)
-            except BlockingIOError:
-                time.sleep(0.001)
-                continue
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            sent += len(data)
-        if chunked and sent >= size and not answer:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                sock.sendall(b"0\r\n\r\n")
-        sock.setblocking(True)
-        deadline = time.monotonic() + 60
-        while b"\r\n" not in answer and time.monotonic() < deadline:
-            try:
-                more = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not more:
-                break
-            answer += more
-    finally:
-        sock.close()
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-    return status, sent
-
-
 @pytest.mark.integration
 def test_a_real_server_stays_small_under_50_mb_bodies(tmp_path: Path) -> None:
     env = {"ATLAS_DATABASE_URL": f"sqlite:///{tmp_path / 'atlas.db'}", "ATLAS_API_TOKEN": TOKEN}
@@ -130,9 +81,9 @@ def test_a_real_server_stays_small_under_50_mb_bodies(tmp_path: Path) -> None:
     try:
         before = server.memory_kib("VmHWM")
         results = {
-            "no token": _post(server.port, {}, 50 * MB, chunked=False),
-            "token, declared": _post(server.port, auth(), 50 * MB, chunked=False),
-            "token, chunked": _post(server.port, auth(), 50 * MB, chunked=True),
+            "no token": post_body(server.port, {}, 50 * MB, chunked=False),
+            "token, declared": post_body(server.port, auth(), 50 * MB, chunked=False),
+            "token, chunked": post_body(server.port, auth(), 50 * MB, chunked=True),
         }
         peak = server.memory_kib("VmHWM")
         alive = server.memory_kib("VmRSS")
