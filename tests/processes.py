@@ -165,3 +165,13 @@ def race_posts(
     for thread in threads:
         thread.join()
     return answers
+
+
+def use_broker(url: str) -> None:
+    """Send this process's jobs (workers.enqueue.send_job) to the broker at `url`. Celery caches its
+    connection and producer pools on first use, so setting the URL alone would keep sending to the broker a
+    previous test used: drop them as Celery does after a fork."""
+    import workers.app
+
+    workers.app.app.conf.broker_url = url
+    workers.app.app._after_fork()

@@ -4,8 +4,10 @@ and migration 0006 resolves duplicates left by earlier versions before it create
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, column, insert, select, table, update
 from sqlalchemy.exc import IntegrityError
 
 from atlas.core.params import DiscoveryParams
@@ -40,6 +42,14 @@ def _insert(engine: Engine, **values: str) -> None:
         session.execute(insert(Job).values(**_row(**values)))
 
 
+def _insert_at_0004(engine: Engine, **values: str) -> None:
+    """A job row as revision 0004 stores it (the model's table has columns 0006 adds)."""
+    row = {**_row(**values), "created_at": datetime.now(UTC)}
+    jobs = table("jobs", *(column(c.name, c.type) for c in Job.__table__.c if c.name in row))
+    with transaction(engine, write=True) as session:
+        session.execute(insert(jobs).values(**row))
+
+
 def test_a_second_active_row_is_refused_by_the_database(engine: Engine) -> None:
     _insert(engine)
     for status in ("queued", "running"):
@@ -69,8 +79,8 @@ def test_migration_0006_cancels_duplicates_left_before_it(empty_url: str) -> Non
     engine = make_engine(empty_url)
     try:
         for status in ("running", "queued", "queued", "done"):
-            _insert(engine, status=status)
-        _insert(engine, key="other")
+            _insert_at_0004(engine, status=status)
+        _insert_at_0004(engine, key="other")
         upgrade(empty_url)
         with engine.connect() as connection:
             rows = connection.execute(select(Job.id, Job.status, Job.error).order_by(Job.id)).all()

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from processes import rename_database
+from processes import rename_database, use_broker
 from services import (
     PG_HOST,
     PG_PORT,
@@ -92,9 +92,7 @@ def _submit(services: Services, monkeypatch: pytest.MonkeyPatch, request: Discov
     from atlas.config import get_settings
 
     get_settings.cache_clear()
-    import workers.app
-
-    workers.app.app.conf.broker_url = services.broker
+    use_broker(services.broker)
     from workers.enqueue import submit_and_send
 
     return submit_and_send(services.engine, request, "cpu").job_id

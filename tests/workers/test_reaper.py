@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from kombu import Queue
+from processes import use_broker
 from services import pg_database, require_pg, require_redis
 from sqlalchemy import Engine, update
 
@@ -47,11 +48,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def broker() -> Iterator[str]:
     url = require_redis(REDIS_DB)
-    import workers.app
-
-    monkeypatch.setattr(workers.app.app.conf, "broker_url", url)
+    use_broker(url)
     yield url
     redis.Redis.from_url(url).flushdb()
 
