@@ -31,7 +31,8 @@ def _errors() -> Iterator[None]:
         sys.exit(2)
     except (OperationalError, ProgrammingError) as error:
         first = str(error.orig or error).strip().splitlines()[0]
-        hint = "" if isinstance(error, OperationalError) else " (run `atlas db upgrade` first?)"
+        schema = isinstance(error, ProgrammingError) or "no such table" in first or "no such column" in first
+        hint = " (run `atlas db upgrade` first?)" if schema else ""  # not for a database that is unreachable
         click.echo(f"error: database: {first}{hint}", err=True)
         sys.exit(2)
 
