@@ -4,18 +4,21 @@ routers. OpenAPI at /openapi.json, interactive docs at /docs. Imports no torch."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
-from api import errors
+from api import access_log, docs, errors
 from api.cache import ResponseCache, cache_from_environment
-from api.deps import Sender
+from api.deps import Sender, app_sender
+from api.guard import RequestGuard
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
+from api.static_files import PackageFiles
 from atlas.config import Settings, get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -37,6 +40,22 @@ def open_engine(settings: Settings) -> Engine:
     return make_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+@asynccontextmanager
+async def _reaper(app: FastAPI) -> AsyncIterator[None]:
+    """Every API process runs a reaper (workers.reaper) while it serves, where a broker is configured."""
+    from workers.reaper import start_reaper
+
+    settings: Settings = app.state.settings
+    reaper = start_reaper(
+        lambda: app.state.engine, lambda job_id, queue: app_sender(app)(job_id, queue), settings
+    )
+    try:
+        yield
+    finally:
+        if reaper is not None:
+            reaper.stop()
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -46,9 +65,13 @@ def create_app(
     """The API. Tests pass their own engine, a fake sender (instead of workers.enqueue.send_job) and
     settings (the token)."""
     settings = settings or get_settings()
+    access_log.install()
     app = FastAPI(
+        lifespan=_reaper,
         title="Circuit Atlas",
         version="0.1.0",
+        docs_url=None,  # served offline by api.docs
+        redoc_url=None,
         description=DESCRIPTION,
         openapi_tags=[
             {"name": "circuits", "description": "Catalogued circuits, one circuit, re-cuts and exports."},
@@ -64,6 +87,8 @@ def create_app(
     app.state.sender = sender
     app.state.cache = cache if cache is not None else cache_from_environment()
     errors.install(app)
+    docs.install(app)
+    app.add_middleware(RequestGuard, settings=settings)  # the token, then the body's size, before any route
     for router in (
         circuits.router,
         components.router,
@@ -74,7 +99,7 @@ def create_app(
         pages.router,
     ):
         app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the web pages' JS and CSS
+    app.mount("/static", PackageFiles(directory=STATIC), name="static")  # the web pages' JS and CSS
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:

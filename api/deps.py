@@ -9,7 +9,7 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
@@ -36,13 +36,17 @@ async def get_cache(request: Request) -> ResponseCache:
     return cache
 
 
-async def get_sender(request: Request) -> Sender:
-    sender: Sender | None = request.app.state.sender
+def app_sender(app: FastAPI) -> Sender:
+    sender: Sender | None = app.state.sender
     if sender is None:
         from workers.enqueue import send_job  # the Celery app: no torch, no task code
 
         sender = send_job
     return sender
+
+
+async def get_sender(request: Request) -> Sender:
+    return app_sender(request.app)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -58,19 +62,28 @@ bearer = HTTPBearer(
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
+def write_refusal(settings: Settings, token: str | None) -> ApiError | None:
+    """Why a write with this bearer token (None: no bearer token) is refused, or None when it is not.
+    Compared in constant time; never logged or echoed. api.guard checks it before a body is read."""
+    expected = settings.api_token
+    if not expected:
+        return ApiError(
+            403, "this server accepts no writes: it was started without ATLAS_API_TOKEN set", UNAUTHORIZED
+        )
+    if not token:
+        return ApiError(401, "writes need a bearer token: send `Authorization: Bearer <token>`", UNAUTHORIZED)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        return ApiError(401, "the bearer token is not this server's ATLAS_API_TOKEN", UNAUTHORIZED)
+    return None
+
+
 async def require_token(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    """Writes need the server's token. Compared in constant time; never logged or echoed."""
-    expected = settings.api_token
-    if not expected:
-        raise ApiError(
-            403, "this server accepts no writes: it was started without ATLAS_API_TOKEN set", UNAUTHORIZED
-        )
-    if credentials is None:
-        raise ApiError(401, "writes need a bearer token: send `Authorization: Bearer <token>`", UNAUTHORIZED)
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise ApiError(401, "the bearer token is not this server's ATLAS_API_TOKEN", UNAUTHORIZED)
+    """Writes need the server's token (declared per route, so the OpenAPI document shows it)."""
+    refusal = write_refusal(settings, credentials.credentials if credentials else None)
+    if refusal is not None:
+        raise refusal
 
 
 WriteAccess = Depends(require_token)

@@ -38,7 +38,7 @@ def catalogue_status(message: str) -> int:
     """The status a catalogue error's message calls for."""
     if message.startswith(("unknown ", "no circuit with id", "no job with id")):
         return 404
-    if "already catalogued with other content" in message or "only a queued job can be cancelled" in message:
+    if "already catalogued with other content" in message or "can be cancelled" in message:
         return 409
     return 422
 

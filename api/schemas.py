@@ -322,6 +322,7 @@ class JobView(BaseModel):
     circuit_ids: list[int]
     error: str | None
     attempts: int
+    requeues: int  # times the reaper re-queued it after its worker stopped
     worker: str | None
     work_seconds: float | None
     created_at: str | None

@@ -12,8 +12,8 @@ def serve(
     access_log: bool = True,
     log_level: str = "info",
 ) -> None:
-    """Serve the API until interrupted. Access logs carry method, path and status: never a header, so never a
-    bearer token."""
+    """Serve the API until interrupted. Access logs carry method, path with query and status: never a header,
+    and token-like query values are redacted (api.access_log), so never a bearer token."""
     import os
 
     import uvicorn

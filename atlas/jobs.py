@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +21,8 @@ from atlas.core.models import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=2)
@@ -199,10 +202,21 @@ def _work_of(kind: str) -> Callable[[JobContext, dict[str, Any]], None]:
 
 @dataclass
 class JobOutcome:
-    status: str  # "done", "failed", "finished" (nothing to do), "busy" (another worker holds it)
+    # "done", "failed", "finished" (nothing to do), "busy" (another worker holds it), "lost" (the work
+    # ended but the job was no longer this worker's to finish: taken over or cancelled meanwhile)
+    status: str
     circuit_ids: list[int]
     error: str | None = None
     work_seconds: float = 0.0
+
+
+def _lost(
+    job_id: int, worker: str, ending: str, circuit_ids: list[int], error: str | None, seconds: float
+) -> JobOutcome:
+    log.warning(
+        "job %s: %s, but no longer held by %s (taken over or cancelled): not recorded", job_id, ending, worker
+    )
+    return JobOutcome("lost", circuit_ids, error, seconds)
 
 
 def execute_job(
@@ -233,8 +247,8 @@ def execute_job(
             try:
                 if not job_store.heartbeat(engine, job_id, worker):
                     lost.set()
-            except Exception:  # a missed heartbeat is not fatal; the next one may get through
-                continue
+            except Exception as error:  # a missed heartbeat is not fatal; the next one may get through
+                log.warning("job %s: heartbeat failed: %s: %s", job_id, type(error).__name__, error)
 
     beating = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
     beating.start()
@@ -243,7 +257,7 @@ def execute_job(
         kind, request = job_store.get_work(engine, job_id)
         _work_of(kind)(context, request)
         seconds = time.perf_counter() - started
-        job_store.finish_job(
+        finished = job_store.finish_job(
             engine,
             job_id,
             worker,
@@ -251,6 +265,8 @@ def execute_job(
             edit_ids=context.edit_ids,
             work_seconds=seconds,
         )
+        if not finished:
+            return _lost(job_id, worker, "done", context.circuit_ids, None, seconds)
         return JobOutcome("done", context.circuit_ids, work_seconds=seconds)
     except JobLost:
         return JobOutcome("busy", context.circuit_ids)
@@ -262,7 +278,7 @@ def execute_job(
     except Exception as error:
         message = str(error) or type(error).__name__
         seconds = time.perf_counter() - started
-        job_store.finish_job(
+        finished = job_store.finish_job(
             engine,
             job_id,
             worker,
@@ -271,6 +287,8 @@ def execute_job(
             error=message,
             work_seconds=seconds,
         )
+        if not finished:
+            return _lost(job_id, worker, "failed", context.circuit_ids, message, seconds)
         return JobOutcome("failed", context.circuit_ids, message, seconds)
     finally:
         stop.set()

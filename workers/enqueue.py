@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from atlas.config import get_settings
 from atlas.db.jobs import DiscoveryRequest, JobError, Submission, abandon_job, submit_job
 from workers.app import TASK_RUN_JOB, app
 
@@ -26,9 +27,15 @@ def send_new_job(engine: Engine, job_id: int, queue: str) -> None:
 
 
 def submit_and_send(engine: Engine, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
-    """Record a discovery job (validated; an identical active job or already-stored circuits are returned
-    instead) and send its id to the workers."""
+    """Record a discovery job (validated; an identical active job, re-queued if its worker is gone, or
+    already-stored circuits are returned instead) and send its id to the workers."""
     submission = submit_job(engine, request, queue)
     if submission.created and submission.job_id is not None:
         send_new_job(engine, submission.job_id, queue)
+    elif submission.job_id is not None:
+        from workers.reaper import revive
+
+        revive(
+            engine, submission.job_id, send_job, get_settings()
+        )  # the identical job, if its worker is gone
     return submission

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import EngineDep, SenderDep, WriteAccess
+from api.deps import EngineDep, SenderDep, SettingsDep, WriteAccess
 from api.errors import ERROR_RESPONSES, ApiError, body
 from api.routes.common import check_model, check_relation
 from api.routes.jobs import AUTH_RESPONSES
@@ -40,8 +40,9 @@ from atlas.db.edits import (
     list_edits,
     submit_edit_job,
 )
-from atlas.db.jobs import abandon_job, get_job
+from atlas.db.jobs import ModelUnavailable, abandon_job, get_job
 from atlas.json_safe import finite
+from workers.reaper import revive
 
 log = logging.getLogger("api.edits")
 router = APIRouter(prefix="/edits", tags=["edits"], responses=ERROR_RESPONSES)
@@ -124,14 +125,16 @@ def _request(body_in: EditRequestIn) -> EditJobRequest:
         503: {"model": ErrorBody, "description": "The job queue (broker) is unreachable; nothing queued."},
     },
 )
-def schedule(engine: EngineDep, sender: SenderDep, body_in: EditRequestIn) -> JSONResponse:
+def schedule(
+    engine: EngineDep, sender: SenderDep, settings: SettingsDep, body_in: EditRequestIn
+) -> JSONResponse:
     """Edit `subject`'s fact of `relation` to `new_object` in a copy of `model` with `method` at `layer`,
     and compare circuits before and after. 201 and the new job; 200 and the stored edit when this exact edit
     is in the catalogue, or the job when an identical one is queued or running. 404 for an unknown relation,
     422 naming the field for bad input (a subject the relation does not hold, a layer outside the model)."""
     try:
         submission = submit_edit_job(engine, _request(body_in), body_in.queue)
-    except EditRequestError as error:
+    except (EditRequestError, ModelUnavailable) as error:
         field = FieldError(field=f"body.{error.field}", message=str(error))
         return body(422, f"invalid parameters: body.{error.field}: {error}", [field])
     if submission.edit_id is not None:
@@ -150,6 +153,8 @@ def schedule(engine: EngineDep, sender: SenderDep, body_in: EditRequestIn) -> JS
             raise ApiError(
                 503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
             ) from None
+    else:
+        revive(engine, submission.job_id, sender, settings)  # the identical job, if its worker is gone
     result = {
         "created": submission.created,
         "message": "edit job queued"

@@ -11,12 +11,14 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api.deps import EngineDep, SenderDep, WriteAccess
+from api.deps import EngineDep, SenderDep, SettingsDep, WriteAccess
 from api.errors import ERROR_RESPONSES, ApiError, catalogue_status
+from api.errors import body as error_body
 from api.schemas import (
     MAX_PAGE,
     ErrorBody,
     FactList,
+    FieldError,
     Id,
     JobPage,
     JobRequest,
@@ -27,9 +29,19 @@ from api.schemas import (
 from atlas.core.corpus import Fact as CorpusFact
 from atlas.core.corpus import Relation as CorpusRelation
 from atlas.db import CatalogueError, queries
-from atlas.db.jobs import DiscoveryRequest, abandon_job, cancel_job, get_job, list_jobs, submit_job
+from atlas.db.jobs import (
+    DiscoveryRequest,
+    ModelUnavailable,
+    abandon_job,
+    cancel_job,
+    check_model,
+    get_job,
+    list_jobs,
+    submit_job,
+)
 from atlas.db.store import import_relations
 from atlas.json_safe import finite
+from workers.reaper import revive
 
 log = logging.getLogger("api.jobs")
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -92,11 +104,17 @@ def _store_fact_list(engine: Engine, facts: FactList) -> str:
         503: {"model": ErrorBody, "description": "The job queue (broker) is unreachable; nothing queued."},
     },
 )
-def schedule(engine: EngineDep, sender: SenderDep, body: JobRequest) -> JSONResponse:
+def schedule(engine: EngineDep, sender: SenderDep, settings: SettingsDep, body: JobRequest) -> JSONResponse:
     """Circuits of `relations` (catalogued relations) or of a fact list in `model`, with `method`, `ig_steps`
     and the selection (`top_n` edges or a `threshold`). Returns 201 and the new job; 200 and the job when an
-    identical one is already queued or running; 200 and no job with the stored circuits when every run
-    asked for is already in the catalogue (a duplicate of finished runs is not run again)."""
+    identical one is already queued or running (re-queued if its worker has stopped); 200 and no job with
+    the stored circuits when every run asked for is already in the catalogue (a duplicate of finished runs
+    is not run again)."""
+    try:
+        check_model(engine, body.model.strip())  # before anything is stored or queued
+    except ModelUnavailable as error:
+        problem = FieldError(field="body.model", message=str(error))
+        return error_body(422, f"invalid parameters: body.model: {error}", [problem])
     relations = list(body.relations)
     if body.facts is not None:
         name = _store_fact_list(engine, body.facts)
@@ -122,6 +140,8 @@ def schedule(engine: EngineDep, sender: SenderDep, body: JobRequest) -> JSONResp
             raise ApiError(
                 503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
             ) from None
+    else:
+        revive(engine, submission.job_id, sender, settings)  # the identical job, if its worker is gone
     view = get_job(engine, submission.job_id)
     result = {
         "created": submission.created,
@@ -151,11 +171,15 @@ def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> J
 @router.post(
     "/{job_id}/cancel",
     response_model=JobView,
-    summary="Cancel a queued job",
+    summary="Cancel a queued (or stalled) job",
     dependencies=[WriteAccess],
-    responses={**AUTH_RESPONSES, 409: {"model": ErrorBody, "description": "The job is not queued."}},
+    responses={
+        **AUTH_RESPONSES,
+        409: {"model": ErrorBody, "description": "The job is running live, or has ended."},
+    },
 )
-def cancel(engine: EngineDep, job_id: JobId) -> dict[str, Any]:
-    """A queued job is cancelled (a worker that later receives it does nothing); a running or finished job
-    cannot be (409)."""
-    return cancel_job(engine, job_id)
+def cancel(engine: EngineDep, settings: SettingsDep, job_id: JobId) -> dict[str, Any]:
+    """A queued job is cancelled (a worker that later receives it does nothing), and so is a running one
+    whose worker has sent no heartbeat for ATLAS_JOB_STALE_SECONDS (it died or lost the database); a job
+    running live or finished cannot be (409)."""
+    return cancel_job(engine, job_id, settings.job_stale_seconds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +25,7 @@ from atlas.db.store import transaction
 from atlas.json_safe import finite
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+ASCII_ID = re.compile(r"[0-9]{1,12}")
 
 NAV = (
     ("/ui", "Catalogue", "catalogue"),
@@ -85,7 +87,8 @@ def _engine(request: Request) -> Engine:
 
 
 def _id(text: str) -> int | None:
-    return int(text) if text.isdigit() and 1 <= int(text) <= MAX_ID else None
+    """A page's id: ASCII digits only (`str.isdigit` also takes "²" and "①", which `int` refuses)."""
+    return int(text) if ASCII_ID.fullmatch(text) and 1 <= int(text) <= MAX_ID else None
 
 
 # ---------------------------------------------------------------------------------------------- edits

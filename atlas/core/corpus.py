@@ -69,7 +69,19 @@ class Relation:
         return self.template(template).replace("{}", subject, 1)
 
 
+def _check_text(text: str, file: str, entry: str) -> None:
+    """Text the catalogue can store: no NUL (PostgreSQL refuses it) and valid Unicode (no lone
+    surrogates, which no UTF-8 database or tokenizer takes)."""
+    if "\x00" in text:
+        raise CorpusError(f"{file}: {entry}: contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CorpusError(f"{file}: {entry}: contains an unpaired surrogate (invalid Unicode)") from None
+
+
 def _check_template(template: str, file: str, entry: str) -> None:
+    _check_text(template, file, entry)
     count = template.count("{}")
     if count != 1:
         raise CorpusError(f"{file}: {entry}: a template needs exactly one '{{}}', found {count}")
@@ -110,9 +122,13 @@ def _facts(samples: Any, file: str) -> tuple[Fact, ...]:
                 raise CorpusError(
                     f"{file}: samples[{i}].{key}: expected a string, got {type(value).__name__}"
                 )
-            value = _decode_literal_escapes(value).strip()
+            try:
+                value = _decode_literal_escapes(value).strip()
+            except UnicodeError:
+                raise CorpusError(f"{file}: samples[{i}].{key}: an escape is not valid Unicode") from None
             if not value:
                 raise CorpusError(f"{file}: samples[{i}].{key}: empty")
+            _check_text(value, file, f"samples[{i}].{key}")
             values.append(value)
         facts.setdefault(Fact(values[0], values[1]), None)
     return tuple(facts)
@@ -122,6 +138,7 @@ def _optional_str(properties: dict[str, Any], key: str, file: str) -> str:
     value = properties.get(key, "")
     if not isinstance(value, str):
         raise CorpusError(f"{file}: properties.{key}: expected a string, got {type(value).__name__}")
+    _check_text(value, file, f"properties.{key}")
     return value
 
 
@@ -140,12 +157,15 @@ def load_relation_file(path: str | os.PathLike[str]) -> Relation:
         raise CorpusError(
             f"{where}: line {error.lineno} col {error.colno}: invalid JSON: {error.msg}"
         ) from None
+    except RecursionError:
+        raise CorpusError(f"{where}: invalid JSON: nested too deeply to be a relation file") from None
     if not isinstance(data, dict):
         raise CorpusError(f"{where}: top level: expected a JSON object, got {type(data).__name__}")
 
     title = data.get("name", file.stem.replace("_", " "))
     if not isinstance(title, str) or not title.strip():
         raise CorpusError(f"{where}: name: expected a non-empty string")
+    _check_text(title, where, "name")
     properties = data.get("properties")
     if not isinstance(properties, dict):
         raise CorpusError(f"{where}: properties: missing or not an object")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atlas.core.model_names import unavailable
 from atlas.core.offline_weights import OfflineWeightsError, expand_grouped_kv, load_offline
 from atlas.core.tiny import RANDOM_MODELS, random_model
 
@@ -101,11 +102,25 @@ class LoadedModel:
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
+    @property
+    def context_length(self) -> int:
+        return int(self.bridge.cfg.n_ctx)
+
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt, with BOS where the model wants one."""
+        """Token ids of a prompt, with BOS where the model wants one. A prompt that fills the model's context
+        (no position left for the object) is refused here, before anything is computed: past the context,
+        learned position embeddings have no row (an IndexError deep in the forward pass)."""
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.prepend_bos and self.tokenizer.bos_token_id is not None:
             ids = [int(self.tokenizer.bos_token_id), *ids]
+        if len(ids) >= self.context_length:
+            from atlas.core.pairs import PairingError
+
+            shown = text if len(text) <= 60 else f"{text[:28]}...{text[-28:]}"
+            raise PairingError(
+                f"the prompt {shown!r} is {len(ids)} tokens: model {self.name!r} reads at most "
+                f"{self.context_length}, the object included (use a shorter template)"
+            )
         return ids
 
     def encode_continuation(self, text: str) -> list[int]:
@@ -135,6 +150,9 @@ def load_model(name: str, device: str = "", cache_dir: Path | None = None) -> Lo
             hf_model, tokenizer = random_model(name)
             hf_model, prepend_bos, edge_level = expand_grouped_kv(hf_model), False, True
         else:
+            reason = unavailable(name)  # fails fast (no network wait when offline) on a model not to be had
+            if reason is not None:
+                raise OSError(f"{reason}; models that work offline: {', '.join(known_model_names())}")
             hf_model, tokenizer = _load_hub_model(name)
             prepend_bos, edge_level = getattr(tokenizer, "bos_token_id", None) is not None, True
     except (OfflineWeightsError, OSError, ValueError) as error:

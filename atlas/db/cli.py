@@ -31,7 +31,9 @@ def _errors() -> Iterator[None]:
         sys.exit(2)
     except (OperationalError, ProgrammingError) as error:
         first = str(error.orig or error).strip().splitlines()[0]
-        click.echo(f"error: database: {first} (run `atlas db upgrade` first?)", err=True)
+        schema = isinstance(error, ProgrammingError) or "no such table" in first or "no such column" in first
+        hint = " (run `atlas db upgrade` first?)" if schema else ""  # not for a database that is unreachable
+        click.echo(f"error: database: {first}{hint}", err=True)
         sys.exit(2)
 
 
@@ -424,11 +426,13 @@ def jobs_list(status: str | None, limit: int, after: int | None, url: str | None
 @click.argument("job_id", type=int)
 @url_option
 def jobs_cancel(job_id: int, url: str | None) -> None:
-    """Cancel a queued job (a running job cannot be cancelled)."""
+    """Cancel a queued job, or a running one whose worker stopped (no heartbeat for ATLAS_JOB_STALE_SECONDS);
+    a job running live cannot be cancelled."""
+    from atlas.config import get_settings
     from atlas.db.jobs import cancel_job
 
     with _errors():
-        cancel_job(_engine(url), job_id)
+        cancel_job(_engine(url), job_id, get_settings().job_stale_seconds)
     click.echo(f"job {job_id} cancelled")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atlas.db import CatalogueError
-from atlas.db.jobs import QUEUES, JobError, active_job, insert_job
+from atlas.db.jobs import QUEUES, DuplicateJob, JobError, check_model, insert_job
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, _resolve_model, default_code_version, transaction
 from atlas.json_safe import finite
@@ -237,15 +237,17 @@ def submit_edit_job(target: Engine | Session, request: EditJobRequest, queue: st
     records nothing."""
     request = request.normalized()
     key = request.key()
+    if request.model:
+        check_model(target, request.model)  # outside the transaction: it may ask the hub
     with transaction(target, write=True) as session:
         validate_edit_request(session, request, queue)
         stored = find_edit(session, request.model, key)
         if stored is not None:
             return EditSubmission(None, False, stored)
-        active = active_job(session, key)
-        if active is not None:
-            return EditSubmission(active, False, None)
-        job_id = insert_job(session, "edit", request.model, request.to_json(), key, queue, 1)
+        try:
+            job_id = insert_job(session, "edit", request.model, request.to_json(), key, queue, 1)
+        except DuplicateJob as duplicate:
+            return EditSubmission(duplicate.job_id, False, None)
         return EditSubmission(job_id, True, None)
 
 

@@ -1,15 +1,17 @@
-"""Where the catalogue lives and how to reach it: URL, engine, sessions, migrating to the newest schema."""
+"""Where the catalogue lives and how to reach it: URL, engine, migrating to the newest schema (sessions:
+atlas.db.store.transaction)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import ArgumentError
 
 from atlas.config import Settings, get_settings
+from atlas.db import CatalogueError
 
 # Top-level `migrations/` and `alembic.ini` of the (editable-installed) project.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -32,16 +34,46 @@ def normalize_url(url: str) -> str:
     return url
 
 
+SUPPORTED = "sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+DRIVERS = {"sqlite": "pysqlite", "postgresql": "psycopg"}
+
+
+def parse_url(url: str) -> URL:
+    """The URL parsed; CatalogueError naming what is wrong when it is not one the catalogue can use (only
+    SQLite and PostgreSQL through psycopg 3). The message never shows a password."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise CatalogueError(f"the database URL is not a URL; expected {SUPPORTED}") from None
+    backend, _, driver = parsed.drivername.partition("+")  # read, not loaded: `bogus://` has no dialect
+    driver = driver or DRIVERS.get(backend, "")
+    shown = parsed.render_as_string(hide_password=True)
+    if backend not in DRIVERS:
+        raise CatalogueError(f"database URL {shown}: {backend!r} is not supported; expected {SUPPORTED}")
+    if driver != DRIVERS[backend]:
+        raise CatalogueError(
+            f"database URL {shown}: driver {driver!r} is not supported; use {backend}:// ({DRIVERS[backend]})"
+        )
+    return parsed
+
+
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """An engine for `url` (default: `database_url()`). SQLite: the file's folder is created, foreign keys
-    are enforced, and transactions begin explicitly (so a transaction covers every statement, savepoints
-    included; `engine.execution_options(sqlite_begin="IMMEDIATE")` takes the write lock at once)."""
+    """An engine for `url` (default: `database_url()`), checked by `parse_url`. SQLite: the file's folder is
+    created, foreign keys are enforced, and transactions begin explicitly (so a transaction covers every
+    statement, savepoints included; `engine.execution_options(sqlite_begin="IMMEDIATE")` takes the write
+    lock at once)."""
     url = normalize_url(url or database_url())
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, **kwargs)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CatalogueError(
+                f"the SQLite file's folder {folder} cannot be created: {error.strerror}"
+            ) from None
     engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -59,10 +91,6 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 def alembic_config(url: str | None = None) -> Any:

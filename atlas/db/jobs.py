@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import CursorResult, Engine, select, update
+from sqlalchemy import ColumnElement, CursorResult, Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atlas.db import CatalogueError
-from atlas.db.models import Job, Relation
+from atlas.db.models import Job, Model, Relation
 from atlas.db.store import default_code_version, find_circuit, transaction
 from atlas.spec.params import DiscoveryError, DiscoveryParams
 
@@ -93,6 +94,30 @@ def validate_request(session: Session, request: DiscoveryRequest, queue: str) ->
         )
 
 
+class ModelUnavailable(JobError):
+    """A job's model is neither in the catalogue nor loadable here (atlas.core.model_names)."""
+
+    field = "model"
+
+
+def check_model(target: Engine | Session, name: str) -> None:
+    """A job's model must be catalogued or loadable here, so that a job for a model that cannot be had is
+    refused before it is queued (not failed by a worker after a wait on the network). Torch-free."""
+    from atlas.core.model_names import BUILT_IN, unavailable
+
+    with transaction(target) as session:
+        catalogued = list(session.scalars(select(Model.name).distinct().order_by(Model.name)))
+    if name in catalogued or name in BUILT_IN:
+        return
+    reason = unavailable(name)
+    if reason is not None:
+        listed = ", ".join(catalogued[:20]) + (", ..." if len(catalogued) > 20 else "") or "none"
+        raise ModelUnavailable(
+            f"model {name!r} cannot be loaded here: {reason} (catalogued models: {listed}; "
+            f"built in: {', '.join(BUILT_IN)})"
+        )
+
+
 def existing_circuits(target: Engine | Session, request: DiscoveryRequest) -> dict[str, int]:
     """The stored circuit of each requested relation whose exact run is already in the catalogue (a
     model's runs are looked up by name; the corpus hash is the relation's stored content hash)."""
@@ -116,9 +141,12 @@ def existing_circuits(target: Engine | Session, request: DiscoveryRequest) -> di
 def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
     """Validate and record a discovery job (status "queued"); the caller sends its id to the queue. An
     identical job already queued or running is returned instead; so are the circuits when every run asked
-    for is already stored. Bad input raises JobError and records nothing."""
+    for is already stored. Bad input raises JobError (ModelUnavailable for a model that cannot be had) and
+    records nothing."""
     request = DiscoveryRequest(request.model.strip(), tuple(dict.fromkeys(request.relations)), request.params)
     key = request.key()
+    if request.model:
+        check_model(target, request.model)  # outside the transaction: it may ask the hub
     with transaction(target, write=True) as session:
         validate_request(session, request, queue)
         active = active_job(session, key)
@@ -127,9 +155,12 @@ def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str =
         stored = existing_circuits(session, request)
         if len(stored) == len(request.relations):
             return Submission(None, False, stored)
-        job_id = insert_job(
-            session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
-        )
+        try:
+            job_id = insert_job(
+                session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
+            )
+        except DuplicateJob as duplicate:
+            return Submission(duplicate.job_id, False, {})
         return Submission(job_id, True, stored)
 
 
@@ -138,6 +169,14 @@ def active_job(session: Session, key: str) -> int | None:
     return session.scalar(
         select(Job.id).where(Job.request_key == key, Job.status.in_(ACTIVE)).order_by(Job.id).limit(1)
     )
+
+
+class DuplicateJob(JobError):
+    """An identical job is already queued or running (the database's unique index refused a second)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"an identical job is already queued or running: job {job_id}")
+        self.job_id = job_id
 
 
 def insert_job(
@@ -149,27 +188,37 @@ def insert_job(
     queue: str,
     relations_total: int,
 ) -> int:
-    """Record a validated job as queued (in the caller's transaction); its id."""
+    """Record a validated job as queued (in the caller's transaction); its id. DuplicateJob names the
+    active job with this key when there is one: the check before the insert can race with a concurrent
+    submission, so the database's unique index over active jobs' keys decides."""
     if queue not in QUEUES:
         raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
-    job = Job(
-        kind=kind,
-        queue=queue,
-        model_name=model,
-        request=request,
-        request_key=key,
-        status="queued",
-        relations_total=relations_total,
-        relations_done=0,
-        facts_done=0,
-        facts_total=0,
-        circuit_ids=[],
-        edit_ids=[],
-        attempts=0,
-    )
-    session.add(job)
-    session.flush()
-    return job.id
+    for _ in range(3):
+        active = active_job(session, key)
+        if active is not None:
+            raise DuplicateJob(active)
+        job = Job(
+            kind=kind,
+            queue=queue,
+            model_name=model,
+            request=request,
+            request_key=key,
+            status="queued",
+            relations_total=relations_total,
+            relations_done=0,
+            facts_done=0,
+            facts_total=0,
+            circuit_ids=[],
+            edit_ids=[],
+            attempts=0,
+        )
+        try:
+            with session.begin_nested():  # on PostgreSQL this waits for a concurrent insert to commit
+                session.add(job)
+        except IntegrityError:
+            continue  # a concurrent submission won: find its job (or, if it already ended, insert again)
+        return job.id
+    raise JobError("identical jobs are being submitted and finished concurrently; try again")
 
 
 def _job(session: Session, job_id: int) -> Job:
@@ -290,16 +339,104 @@ def abandon_job(target: Engine | Session, job_id: int, error: str) -> None:
         )
 
 
-def cancel_job(target: Engine | Session, job_id: int) -> dict[str, Any]:
-    """Cancel a queued job (a worker that later receives it does nothing); a running or finished job
-    cannot be cancelled."""
+def cancel_job(target: Engine | Session, job_id: int, stale_after: float | None = None) -> dict[str, Any]:
+    """Cancel a queued job, or (given `stale_after`) a running one whose worker has sent no heartbeat for
+    that many seconds: a worker that later receives it does nothing, and one that wakes up finds it is no
+    longer its job. A job that is running live or has ended cannot be cancelled."""
+    cancellable = Job.status == "queued"
+    if stale_after is not None:
+        cancellable = cancellable | stale_running(stale_after)
     with transaction(target, write=True) as session:
+        changed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job)
+            .where(Job.id == job_id, cancellable)
+            .values(status="cancelled", finished_at=now())
+            .execution_options(synchronize_session=False)
+        )
         job = _job(session, job_id)
-        if job.status != "queued":
-            raise JobError(f"job {job_id} is {job.status}; only a queued job can be cancelled")
-        job.status, job.finished_at = "cancelled", now()
-        session.flush()
+        if not changed.rowcount:
+            stalled = f" or a running one with no heartbeat for {stale_after:g} s" if stale_after else ""
+            raise JobError(f"job {job_id} is {job.status}; only a queued job{stalled} can be cancelled")
+        session.refresh(job)
         return job_view(job)
+
+
+def stale_running(stale_after: float) -> ColumnElement[bool]:
+    """A running job whose worker has sent no heartbeat for `stale_after` seconds (it died, or lost the
+    database)."""
+    return (Job.status == "running") & (Job.heartbeat_at < now() - timedelta(seconds=stale_after))
+
+
+def give_up_job(target: Engine | Session, job_id: int, worker: str, error: str) -> bool:
+    """Fail a job whose task gave up retrying (queued again by this worker's release, or still held by
+    it), with the error stored; False when it is not in that state (another worker took it, it ended)."""
+    with transaction(target, write=True) as session:
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job)
+            .where(
+                Job.id == job_id,
+                (Job.status == "queued") | ((Job.status == "running") & (Job.worker == worker)),
+            )
+            .values(status="failed", error=error, finished_at=now())
+        )
+        return bool(result.rowcount)
+
+
+# ------------------------------------------------------------------------------------------------ the reaper
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A job that may have no owner: running with a stale heartbeat, or queued and untouched for as long.
+    It has none when the broker holds no message for it either (checked by workers.reaper)."""
+
+    id: int
+    status: str
+    queue: str
+    worker: str | None
+    requeues: int
+
+
+def _untouched(stale_after: float) -> ColumnElement[bool]:
+    """Queued and not (re)queued for `stale_after` seconds (heartbeat_at holds a release or re-queue time)."""
+    moment = now() - timedelta(seconds=stale_after)
+    return (Job.status == "queued") & (func.coalesce(Job.heartbeat_at, Job.created_at) < moment)
+
+
+def orphan_candidates(target: Engine | Session, stale_after: float, limit: int = 100) -> list[Orphan]:
+    query = (
+        select(Job.id, Job.status, Job.queue, Job.worker, Job.requeues)
+        .where(stale_running(stale_after) | _untouched(stale_after))
+        .order_by(Job.id)
+        .limit(limit)
+    )
+    with transaction(target) as session:
+        return [Orphan(*row) for row in session.execute(query).tuples()]
+
+
+def requeue_orphan(
+    target: Engine | Session, orphan: Orphan, stale_after: float, max_requeues: int
+) -> Literal["requeued", "failed", "changed"]:
+    """Re-queue an orphan that no message will deliver ("requeued": the caller sends its id), or fail it
+    with a note once it has been re-queued `max_requeues` times ("failed"). Conditional on it still being
+    the same orphan: "changed" when a worker claimed it or it ended meanwhile (one reaper of many wins)."""
+    still = stale_running(stale_after) if orphan.status == "running" else _untouched(stale_after)
+    if orphan.requeues >= max_requeues:
+        values: dict[str, Any] = {
+            "status": "failed",
+            "finished_at": now(),
+            "error": f"abandoned: re-queued {orphan.requeues} times after its worker stopped "
+            f"(last worker {orphan.worker or 'none'}) and no worker finished it; see the workers' logs",
+        }
+    else:
+        values = {"status": "queued", "worker": None, "heartbeat_at": now(), "requeues": Job.requeues + 1}
+    with transaction(target, write=True) as session:
+        result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+            update(Job).where(Job.id == orphan.id, Job.requeues == orphan.requeues, still).values(**values)
+        )
+    if not result.rowcount:
+        return "changed"
+    return "failed" if orphan.requeues >= max_requeues else "requeued"
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -327,6 +464,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "edit_ids": list(job.edit_ids),
         "error": job.error,
         "attempts": job.attempts,
+        "requeues": job.requeues,
         "worker": job.worker,
         "work_seconds": job.work_seconds,
         "created_at": stamp(job.created_at),

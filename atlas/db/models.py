@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -40,6 +41,7 @@ KINDS = ("input", "head", "mlp", "logits")
 STATUSES = ("running", "done", "failed")
 # Job states: queued -> running -> done | failed; a queued job may be cancelled.
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_JOB = "status IN ('queued', 'running')"  # at most one such job per request key
 JOB_KINDS = ("discover", "edit")
 # Head roles (atlas.core.roles.ROLES; restated so the catalogue does not import torch).
 ROLES = ("mover", "relation", "mix", "other")
@@ -364,7 +366,18 @@ class Job(Base):
     `request_key` is its sha256, so an identical job already queued or running is found, not queued twice."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index(None, "status", "id"),)
+    __table_args__ = (
+        Index(None, "status", "id"),
+        # One active job per request, enforced by the database (migration 0006): concurrent identical
+        # submissions cannot both insert one.
+        Index(
+            "uq_jobs_active_request_key",
+            "request_key",
+            unique=True,
+            postgresql_where=text(ACTIVE_JOB),
+            sqlite_where=text(ACTIVE_JOB),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -382,6 +395,7 @@ class Job(Base):
     edit_ids: Mapped[list[Any]] = mapped_column(default=list)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
+    requeues: Mapped[int] = mapped_column(default=0)  # times the reaper re-queued it (its worker gone)
     worker: Mapped[str | None] = mapped_column(String(200))
     # Seconds spent in the job function itself (model load included), for the queue-overhead figure.
     work_seconds: Mapped[float | None]

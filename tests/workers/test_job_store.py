@@ -16,6 +16,7 @@ from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import (
     DiscoveryRequest,
     JobError,
+    ModelUnavailable,
     cancel_job,
     claim_job,
     finish_job,
@@ -24,7 +25,7 @@ from atlas.db.jobs import (
     report_progress,
     submit_job,
 )
-from atlas.db.store import import_relations
+from atlas.db.store import ModelInfo, import_relations, register_model
 from atlas.jobs import execute_job
 from atlas.spec.params import DiscoveryParams
 
@@ -92,24 +93,34 @@ def test_only_queued_jobs_can_be_cancelled_and_a_cancelled_job_does_not_run(engi
 
 
 def test_a_model_that_cannot_load_fails_the_job_at_once_with_its_message(engine: Engine) -> None:
+    """One that cannot be had is refused at submission; one that is catalogued (so accepted) but does not
+    load on this worker fails the job on its first attempt, with the loader's message stored."""
+    with pytest.raises(ModelUnavailable, match="'no-such-model-xyz' cannot be loaded here"):
+        submit_job(engine, DiscoveryRequest("no-such-model-xyz", REQUEST.relations, REQUEST.params))
+    assert list_jobs(engine)[0] == []
+    register_model(engine, ModelInfo("elsewhere/only-lm", "LlamaForCausalLM", 2, 4, 64, "float32", "c" * 64))
     job_id = submit_job(
-        engine, DiscoveryRequest("no-such-model-xyz", REQUEST.relations, REQUEST.params)
+        engine, DiscoveryRequest("elsewhere/only-lm", REQUEST.relations, REQUEST.params)
     ).job_id
     assert job_id is not None
     outcome = execute_job(engine, job_id, "w1")
     job = get_job(engine, job_id)
     assert outcome.status == job["status"] == "failed"
-    assert "no-such-model-xyz" in job["error"]
+    assert "cannot load model 'elsewhere/only-lm'" in job["error"]
     assert job["attempts"] == 1
 
 
-def test_transient_database_errors_retry_with_a_bound(
+def test_transient_errors_retry_with_capped_backoff_then_fail_the_job_with_its_error(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The task retries an unreachable database MAX_RETRIES times, then gives up; the job stays queued for a
-    later delivery instead of being marked failed."""
+    """The task retries a transient error ATLAS_JOB_RETRIES times, then gives up: the database answers, so
+    the job is failed with the error stored, not left queued with no message. (In-process, eager; the
+    worker tests run this path in a real worker against PostgreSQL and Redis.)"""
     import workers.tasks as tasks
+    from atlas.config import Settings, get_settings
 
+    monkeypatch.setenv("ATLAS_JOB_RETRIES", "3")
+    get_settings.cache_clear()
     job_id = submit_job(engine, REQUEST).job_id
     calls = []
 
@@ -124,6 +135,68 @@ def test_transient_database_errors_retry_with_a_bound(
         result = tasks.run_job.apply(args=[job_id], throw=False)  # eager: each retry runs at once
     finally:
         tasks.app.conf.task_always_eager = False
-    assert isinstance(result.result, OperationalError)
-    assert len(calls) == tasks.MAX_RETRIES + 1
-    assert get_job(engine, job_id)["status"] == "queued"  # given back each time, never failed
+        get_settings.cache_clear()
+    assert result.result == "failed"
+    assert len(calls) == 4
+    job = get_job(engine, job_id)
+    assert job["status"] == "failed" and job["attempts"] == 4
+    assert job["error"] == "gave up after 3 retries over transient errors: Exception: connection refused"
+    monkeypatch.delenv("ATLAS_JOB_RETRIES")
+    defaults = Settings()
+    delays = [tasks.retry_delay(n, defaults) for n in range(defaults.job_retries)]
+    assert delays == [2, 4, 8, 16, 32, 60, 60, 60, 60, 60]  # capped; about 7 minutes of outage in all
+
+
+def test_a_failed_heartbeat_is_logged(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from atlas.db import jobs as job_store
+
+    def down(*args: object) -> bool:
+        raise OperationalError("update jobs", {}, Exception("server closed the connection"))
+
+    def work(context: object, request: object) -> None:
+        time.sleep(0.5)
+
+    job_id = submit_job(engine, REQUEST).job_id
+    assert job_id is not None
+    monkeypatch.setattr(job_store, "heartbeat", down)
+    monkeypatch.setattr("atlas.jobs._work_of", lambda kind: work)
+    with caplog.at_level("WARNING", logger="atlas.jobs"):
+        outcome = execute_job(engine, job_id, "w1", heartbeat_every=0.1)
+    assert outcome.status == "done"
+    beats = [r.getMessage() for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(beats) >= 2 and "server closed the connection" in beats[0], caplog.text
+
+
+def test_a_job_taken_over_while_it_ran_is_not_reported_done(engine: Engine) -> None:
+    """finish_job refuses a job this worker no longer holds; execute_job then says "lost", not "done"."""
+    job_id = submit_job(engine, REQUEST).job_id
+    assert job_id is not None
+
+    def work(context: object, request: object) -> None:
+        time.sleep(0.05)
+        assert claim_job(engine, job_id, "w2", stale_after=0.01) == "claimed"  # w1 looked dead
+
+    import atlas.jobs
+
+    original = atlas.jobs._work_of
+    atlas.jobs._work_of = lambda kind: work  # type: ignore[assignment]
+    try:
+        outcome = execute_job(engine, job_id, "w1", heartbeat_every=60)
+    finally:
+        atlas.jobs._work_of = original
+    job = get_job(engine, job_id)
+    assert outcome.status == "lost"
+    assert (job["status"], job["worker"]) == ("running", "w2")
+
+
+def test_a_stalled_running_job_can_be_cancelled_and_a_live_one_cannot(engine: Engine) -> None:
+    job_id = submit_job(engine, REQUEST).job_id
+    assert job_id is not None
+    assert claim_job(engine, job_id, "w1", stale_after=60) == "claimed"
+    with pytest.raises(JobError, match="is running; only a queued job or a running one with no heartbeat"):
+        cancel_job(engine, job_id, stale_after=60)
+    time.sleep(0.05)
+    assert cancel_job(engine, job_id, stale_after=0.01)["status"] == "cancelled"
+    assert not finish_job(engine, job_id, "w1", circuit_ids=[1])  # the stalled worker's result is not taken

@@ -171,7 +171,3 @@ def key_covariance(
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return covariance
-
-
-def clear_cache() -> None:
-    _cache.clear()
