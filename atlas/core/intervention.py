@@ -53,14 +53,17 @@ def _edge_hooks(graph: Graph, ablated: torch.Tensor, keep: torch.Tensor) -> list
     slot_of[kept_writers] = torch.arange(len(kept_writers), device=keep.device)
     difference = ablated.new_zeros(n_circuits, len(kept_writers), batch, *ablated.shape[2:])
     running = ablated.new_zeros(n_circuits, batch, *ablated.shape[2:])  # sum of every upstream difference
-    keep_kept = keep[:, kept_writers].to(ablated.dtype)  # [circuits, kept writers, n_readers]
+    keep_kept = keep[:, kept_writers]  # [circuits, kept writers, n_readers]
     hooks: list[Hook] = []
     # Hooks fire in forward order, so at each reader `running` holds exactly its upstream writers.
     for name, indices, per_head in writer_slices(graph):
         slots = slot_of[indices]
         hooks.append((name, _record(difference, running, ablated[:, indices], slots, per_head)))
     for name, indices, per_head in reader_slices(graph):
-        hooks.append((name, _patch(difference, running, keep_kept[:, :, indices], per_head)))
+        # Only the writers some circuit keeps an edge of into these readers are added back here: a few.
+        mine = keep_kept[:, :, indices]
+        slots = mine.any(2).any(0).nonzero().flatten()
+        hooks.append((name, _patch(difference, running, slots, mine[:, slots].to(ablated.dtype), per_head)))
     return hooks
 
 
@@ -86,16 +89,18 @@ def _record(
 
 
 def _patch(
-    difference: torch.Tensor, running: torch.Tensor, keep: torch.Tensor, per_head: bool
+    difference: torch.Tensor, running: torch.Tensor, slots: torch.Tensor, keep: torch.Tensor, per_head: bool
 ) -> Callable[..., torch.Tensor]:
-    """`keep`: `[circuits, kept writers, readers of this hook]` as floats."""
-    n_circuits, n_kept = difference.shape[:2]
-    any_kept = bool(keep.any())
+    """`slots`: rows of `difference` some circuit adds back here; `keep`: `[circuits, len(slots), readers of
+    this hook]` as floats."""
+    n_circuits = difference.shape[0]
+    any_kept = len(slots) > 0
 
     def hook(tensor: torch.Tensor, hook: object) -> torch.Tensor:
         removed = running.unsqueeze(2)  # [C, B, 1, pos, d]: every upstream difference...
         if any_kept:  # ...but the kept ones
-            restored = torch.bmm(keep.transpose(1, 2), difference.view(n_circuits, n_kept, -1))
+            kept = difference[:, slots].reshape(n_circuits, len(slots), -1)
+            restored = torch.bmm(keep.transpose(1, 2), kept)
             restored = restored.view(n_circuits, keep.shape[2], *difference.shape[2:]).transpose(1, 2)
             removed = removed - restored
         else:
