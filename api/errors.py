@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorBody, FieldError
-from atlas.db import CatalogueError
+from atlas.spec.errors import AtlasError, Conflict, NotFound
 
 log = logging.getLogger("api")
 
@@ -34,11 +34,11 @@ def body(status: int, message: str, errors: list[FieldError] | None = None, **kw
     )
 
 
-def catalogue_status(message: str) -> int:
-    """The status a catalogue error's message calls for."""
-    if message.startswith(("unknown ", "no circuit with id", "no job with id")):
+def status_of(error: AtlasError) -> int:
+    """The status a typed error calls for: unknown things 404, conflicts 409, anything else bad input 422."""
+    if isinstance(error, NotFound):
         return 404
-    if "already catalogued with other content" in message or "can be cancelled" in message:
+    if isinstance(error, Conflict):
         return 409
     return 422
 
@@ -74,9 +74,13 @@ def _http(_: Request, error: Exception) -> JSONResponse:
     return body(error.status_code, message, headers=getattr(error, "headers", None))
 
 
-def _catalogue(_: Request, error: Exception) -> JSONResponse:
-    message = str(error)
-    return body(catalogue_status(message), message)
+def _typed(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, AtlasError)
+    field = getattr(error, "field", None)
+    errors = (
+        [FieldError(field=field if "." in field else f"body.{field}", message=str(error))] if field else []
+    )
+    return body(status_of(error), str(error), errors)
 
 
 def _data(_: Request, error: Exception) -> JSONResponse:
@@ -104,7 +108,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(CatalogueError, _catalogue)
+    app.add_exception_handler(AtlasError, _typed)
     app.add_exception_handler(DataError, _data)
     for kind in (OperationalError, InterfaceError, PoolTimeout, ConnectionError):
         app.add_exception_handler(kind, _unavailable)

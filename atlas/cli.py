@@ -35,22 +35,10 @@ from atlas.spec.params import (
 if TYPE_CHECKING:
     from atlas.core.discover import DiscoveryResult
 
-# Bad input: one line on stderr, exit status 2. By module and class name, so that commands which never load
-# the model stack (`atlas serve`, the catalogue queries) do not import torch to recognize them.
-USER_ERRORS = (
-    ("atlas.core.corpus", "CorpusError"),
-    ("atlas.core.models", "ModelLoadError"),
-    ("atlas.core.pairs", "PairingError"),
-    ("atlas.db", "CatalogueError"),
-)
-
 
 def is_user_error(error: BaseException) -> bool:
-    return isinstance(error, AtlasError) or any(
-        isinstance(error, getattr(sys.modules[module], name))
-        for module, name in USER_ERRORS
-        if module in sys.modules
-    )
+    """Bad input (any of the project's typed errors): one line on stderr, exit status 2."""
+    return isinstance(error, AtlasError)
 
 
 def _quiet_libraries() -> None:

@@ -8,7 +8,6 @@ Bad input ends with one `error:` line on stderr and exit status 2, and stores no
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -23,17 +22,11 @@ from atlas.json_safe import finite
 
 @contextmanager
 def _edit_errors() -> Iterator[None]:
-    """The CLI's user errors, and an EditError (checked on the loaded model)."""
-    from atlas.cli import is_user_error
+    """The CLI's user errors (an EditError, checked on the loaded model, is one of them)."""
+    from atlas.cli import user_errors
 
-    try:
+    with user_errors():
         yield
-    except Exception as error:
-        editing = sys.modules.get("atlas.core.editing.base")
-        if not (is_user_error(error) or (editing is not None and isinstance(error, editing.EditError))):
-            raise
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
 
 
 @click.command("edit")

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from api.deps import EngineDep, SenderDep, SettingsDep, WriteAccess
-from api.errors import ERROR_RESPONSES, ApiError, catalogue_status
+from api.errors import ERROR_RESPONSES, ApiError, status_of
 from api.errors import body as error_body
 from api.schemas import (
     MAX_PAGE,
@@ -87,7 +87,7 @@ def _store_fact_list(engine: Engine, facts: FactList) -> str:
     try:
         import_relations(engine, [relation])
     except CatalogueError as error:
-        raise ApiError(catalogue_status(str(error)), f"body.facts: {error}") from None
+        raise ApiError(status_of(error), f"body.facts: {error}") from None
     return relation.name
 
 

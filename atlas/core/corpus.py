@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from atlas.spec.errors import Invalid
+
 CATEGORIES = ("factual", "commonsense", "linguistic", "bias")
 
 # Some published LRE files escape non-ASCII twice ("Bras\\u00edlia"): a literal "\u00ed" survives parsing.
 _LITERAL_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 
-class CorpusError(ValueError):
+class CorpusError(Invalid):
     """An unusable relation file or corpus; the one-line message names the file, the entry and the problem."""
 
 

@@ -165,7 +165,12 @@ def discover(
     pad = pad_id(model)
     template = choose_template(model, relation, params, pad)
     tokenized = tokenize_facts(
-        relation, relation.facts, model.encode, model.encode_continuation, template.template
+        relation,
+        relation.facts,
+        model.encode,
+        model.encode_continuation,
+        template.template,
+        model.context_length,
     )
     pairing = make_pairs(tokenized, tokenized, seed=params.seed)
     kept, checked, known = _filter_known(model, pairing.pairs, params, pad)
@@ -321,16 +326,15 @@ def select_circuit(graph: Graph, scores: torch.Tensor, params: DiscoveryParams, 
 def choose_template(
     model: LoadedModel, relation: Relation, params: DiscoveryParams, pad: int
 ) -> TemplateChoice:
-    """The template a run uses. `auto`: of the zero-shot templates (or the plain ones where there are none),
-    the one under which the model knows the most facts, checked in the run's seeded order on up to four times
-    the facts a run needs (ties: the first)."""
+    """The template a run uses. `auto`: of the relation's templates (zero-shot ones first, then the others,
+    which LRE lists as alternative wordings), the one under which the model knows the most facts, checked in
+    the run's seeded order on up to four times the facts a run needs (ties: the first)."""
     if params.template != TEMPLATE_AUTO:
         index = (
             params.template if isinstance(params.template, int) else (0 if params.template is None else None)
         )
         return TemplateChoice(index, relation.template(params.template))
-    n_zs = len(relation.prompt_templates_zs)
-    candidates = list(range(n_zs)) if n_zs else list(range(len(relation.prompt_templates)))
+    candidates = list(range(len(relation.prompt_templates_zs) + len(relation.prompt_templates)))
     budget = 4 * math.ceil(params.max_facts / (1 - params.heldout_fraction))
     choice = TemplateChoice(None, "")
     for index in candidates:
@@ -370,8 +374,12 @@ def fact_circuit(model: LoadedModel, relation: Relation, fact: Fact, params: Dis
     caller."""
     level = resolve_level(model, params)
     template = relation.template(None if params.template == TEMPLATE_AUTO else params.template)
-    tokenized = tokenize_facts(relation, [fact], model.encode, model.encode_continuation, template)
-    partners = tokenize_facts(relation, relation.facts, model.encode, model.encode_continuation, template)
+    tokenized = tokenize_facts(
+        relation, [fact], model.encode, model.encode_continuation, template, model.context_length
+    )
+    partners = tokenize_facts(
+        relation, relation.facts, model.encode, model.encode_continuation, template, model.context_length
+    )
     pairing = make_pairs(tokenized, partners, seed=params.seed)
     if not pairing.pairs:
         raise DiscoveryError(

@@ -19,9 +19,10 @@ from torch import nn
 from atlas.core.model_names import unavailable
 from atlas.core.offline_weights import OfflineWeightsError, expand_grouped_kv, load_offline
 from atlas.core.tiny import RANDOM_MODELS, random_model
+from atlas.spec.errors import NotFound
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(NotFound):
     """A model cannot be loaded; the message names the model and why."""
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import torch
 
 from atlas.core.corpus import Fact, Relation
+from atlas.spec.errors import Invalid
 
 Encode = Callable[[str], list[int]]
 
 
-class PairingError(ValueError):
+class PairingError(Invalid):
     """A fact that cannot be turned into a scored prompt; the message names the fact."""
 
 
@@ -60,7 +61,10 @@ def tokenize_facts(
     encode: Encode,
     encode_object: Encode,
     template: str | int | None,
+    context: int | None = None,
 ) -> list[TokenizedFact]:
+    """Each fact's prompt and object as token ids. `context`: the model's context length; a prompt whose
+    object (fed teacher-forced, but its last token) would not fit is refused, naming the fact."""
     chosen = relation.template(template)
     tokenized = []
     for fact in facts:
@@ -69,9 +73,14 @@ def tokenize_facts(
             raise PairingError(
                 f"{relation.name}: object {fact.object!r} of {fact.subject!r} tokenizes to nothing"
             )
-        tokenized.append(
-            TokenizedFact(fact, tuple(encode(relation.prompt(fact.subject, chosen))), object_ids)
-        )
+        prompt_ids = tuple(encode(relation.prompt(fact.subject, chosen)))
+        needed = len(prompt_ids) + len(object_ids) - 1
+        if context is not None and needed > context:
+            raise PairingError(
+                f"{relation.name}: {fact.subject!r} -> {fact.object!r} needs {needed} positions, the object "
+                f"included; the model reads at most {context} (use a shorter template)"
+            )
+        tokenized.append(TokenizedFact(fact, prompt_ids, object_ids))
     return tokenized
 
 

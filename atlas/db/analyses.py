@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atlas.core.corpus import Relation as CorpusRelation
-from atlas.db import CatalogueError
+from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.browse import _page
 from atlas.db.models import Analysis, Circuit, CircuitNode, Component, Model, Relation, Run
 from atlas.db.store import (
@@ -227,7 +227,7 @@ def get_analysis(target: Engine | Session, analysis_id: int) -> dict[str, Any]:
     with transaction(target) as session:
         row = session.execute(_query().where(Analysis.id == analysis_id)).one_or_none()
         if row is None:
-            raise CatalogueError(f"no analysis with id {analysis_id}")
+            raise NotCatalogued(f"no analysis with id {analysis_id}")
         return _view(row[0], row[1], row[2], with_result=True)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.orm import Session, aliased, defer
 
-from atlas.db import CatalogueError
+from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import (
     Circuit,
     CircuitEdge,
@@ -159,7 +159,7 @@ def get_relation(target: Engine | Session, name: str) -> dict[str, Any]:
     with transaction(target) as session:
         row = session.execute(_relations_query().where(Relation.name == name)).one_or_none()
         if row is None:
-            raise CatalogueError(f"unknown relation {name!r}: import it first (`atlas corpus import PATH`)")
+            raise NotCatalogued(f"unknown relation {name!r}: import it first (`atlas corpus import PATH`)")
         return _relation_view(*row)
 
 
@@ -178,7 +178,7 @@ def list_facts(
         query = query.where(Fact.id > after)
     with transaction(target) as session:
         if session.scalar(select(Relation.id).where(Relation.name == relation)) is None:
-            raise CatalogueError(
+            raise NotCatalogued(
                 f"unknown relation {relation!r}: import it first (`atlas corpus import PATH`)"
             )
         items = [
@@ -413,7 +413,7 @@ def component_appearances(
     with transaction(target) as session:
         if session.scalar(exists.limit(1)) is None:
             where = f"model {model!r}" if model is not None else "any catalogued model"
-            raise CatalogueError(f"unknown component {name!r}: {where} has no such head or MLP")
+            raise NotCatalogued(f"unknown component {name!r}: {where} has no such head or MLP")
         rows = session.execute(query).all()
         edits_query = (
             select(

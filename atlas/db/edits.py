@@ -18,8 +18,8 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atlas.db import CatalogueError
-from atlas.db.jobs import QUEUES, DuplicateJob, JobError, check_model, insert_job
+from atlas.db import CatalogueError, NotCatalogued
+from atlas.db.jobs import QUEUES, DuplicateJob, JobError, UnknownForJob, check_model, insert_job
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, _resolve_model, default_code_version, transaction
 from atlas.json_safe import finite
@@ -197,7 +197,9 @@ def validate_edit_request(session: Session, request: EditJobRequest, queue: str 
         )
     relation_id = session.scalar(select(Relation.id).where(Relation.name == request.relation))
     if relation_id is None:
-        raise JobError(f"unknown relation {request.relation!r}: import it first (`atlas corpus import PATH`)")
+        raise UnknownForJob(
+            f"unknown relation {request.relation!r}: import it first (`atlas corpus import PATH`)"
+        )
     _, old_object = subject_fact(session, relation_id, request.relation, request.subject)
     if old_object.strip() == request.new_object:
         raise EditRequestError("new_object", f"the new object {request.new_object!r} equals the old object")
@@ -310,7 +312,7 @@ def _store(session: Session, record: EditRecord) -> tuple[int, bool]:
     request = record.request
     relation_id = session.scalar(select(Relation.id).where(Relation.name == request.relation))
     if relation_id is None:
-        raise CatalogueError(f"unknown relation {request.relation!r}: import it first")
+        raise NotCatalogued(f"unknown relation {request.relation!r}: import it first")
     fact_id = session.scalar(
         select(Fact.id).where(
             Fact.relation_id == relation_id, Fact.subject == request.subject, Fact.object == record.old_object
@@ -440,7 +442,7 @@ def get_edit(target: Engine | Session, edit_id: int) -> dict[str, Any]:
             .where(Edit.id == edit_id)
         ).one_or_none()
         if row is None:
-            raise CatalogueError(f"unknown edit {edit_id}: no edit with that id (`atlas edits list`)")
+            raise NotCatalogued(f"unknown edit {edit_id}: no edit with that id (`atlas edits list`)")
         edit, model, relation, category = row
         components = [
             {"component": name, "change": change, "score_before": before, "score_after": after}

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from atlas.db import CatalogueError
 from atlas.db.models import Job, Model, Relation
 from atlas.db.store import default_code_version, find_circuit, transaction
+from atlas.spec.errors import Conflict, NotFound
 from atlas.spec.params import DiscoveryError, DiscoveryParams
 
 QUEUES = ("cpu", "gpu")
@@ -30,6 +31,14 @@ Claim = Literal["claimed", "finished", "busy"]
 
 class JobError(CatalogueError):
     """A job cannot be submitted or changed as asked; nothing was queued or changed."""
+
+
+class UnknownForJob(JobError, NotFound):
+    """The job, or a relation a job asks for, is not in the catalogue."""
+
+
+class JobConflict(JobError, Conflict):
+    """The job is not in a state that allows the change (cancelling a finished job)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ def validate_request(session: Session, request: DiscoveryRequest, queue: str) ->
     known = set(session.scalars(select(Relation.name).where(Relation.name.in_(request.relations))))
     missing = [name for name in request.relations if name not in known]
     if missing:
-        raise JobError(
+        raise UnknownForJob(
             f"unknown relation {', '.join(map(repr, missing))}: import it first (`atlas corpus import PATH`)"
         )
 
@@ -224,7 +233,7 @@ def insert_job(
 def _job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise JobError(f"no job with id {job_id}")
+        raise UnknownForJob(f"no job with id {job_id}")
     return job
 
 
@@ -356,7 +365,7 @@ def cancel_job(target: Engine | Session, job_id: int, stale_after: float | None 
         job = _job(session, job_id)
         if not changed.rowcount:
             stalled = f" or a running one with no heartbeat for {stale_after:g} s" if stale_after else ""
-            raise JobError(f"job {job_id} is {job.status}; only a queued job{stalled} can be cancelled")
+            raise JobConflict(f"job {job_id} is {job.status}; only a queued job{stalled} can be cancelled")
         session.refresh(job)
         return job_view(job)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, select
 from sqlalchemy.orm import Session, aliased, defer
 
-from atlas.db import CatalogueError
+from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import (
     ROLES,
     Circuit,
@@ -313,7 +313,7 @@ def _circuit_sets(
     }
     missing = [i for i in ids if i not in summaries]
     if missing:
-        raise CatalogueError(f"no circuit with id {', '.join(map(str, missing))}")
+        raise NotCatalogued(f"no circuit with id {', '.join(map(str, missing))}")
     nodes: dict[int, set[str]] = {i: set() for i in ids}
     order: dict[str, tuple[int, int]] = {}  # input/logits excluded: every head and MLP has a layer
     for circuit_id, name, layer, head in session.execute(
@@ -608,7 +608,7 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
     with transaction(target) as session:
         rows = session.execute(_summary_query().where(Circuit.id == circuit_id)).all()
         if not rows:
-            raise CatalogueError(f"no circuit with id {circuit_id}")
+            raise NotCatalogued(f"no circuit with id {circuit_id}")
         summary = _summary(rows[0])
         run = rows[0][1]
         nodes = [

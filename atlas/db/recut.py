@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from atlas.db import CatalogueError
+from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import Circuit, Model, Run
 from atlas.db.store import transaction
 
@@ -207,7 +207,7 @@ def load_scores(target: Engine | Session, circuit_id: int) -> StoredScores:
     with transaction(target) as session:
         row = session.execute(query).one_or_none()
     if row is None:
-        raise CatalogueError(f"no circuit with id {circuit_id}")
+        raise NotCatalogued(f"no circuit with id {circuit_id}")
     level, layout, rows, cols, dtype, blob, n_layers, n_heads, d_model = row
     graph = GraphIndex(n_layers, n_heads)
     values = np.frombuffer(blob, dtype=dtype).astype(np.float32)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from atlas.core.corpus import Fact as CorpusFact
 from atlas.core.corpus import Relation as CorpusRelation
 from atlas.core.corpus import corpus_hash as relations_hash
-from atlas.db import CatalogueError
+from atlas.db import CatalogueConflict, CatalogueError, NotCatalogued
 from atlas.db.models import (
     Circuit,
     CircuitEdge,
@@ -145,7 +145,7 @@ def _ensure_relation(session: Session, relation: CorpusRelation) -> tuple[Relati
             )
             if stored_facts != {(f.subject, f.object) for f in relation.facts}:
                 differ.append("facts")
-            raise CatalogueError(
+            raise CatalogueConflict(
                 f"relation {relation.name!r} is already catalogued with other content "
                 f"(differs in {', '.join(differ) or 'content'}); rename the relation to store it"
             )
@@ -188,7 +188,7 @@ def add_facts(target: Engine | Session, relation_name: str, facts: Iterable[Corp
     with transaction(target, write=True) as session:
         relation_id = session.scalar(select(Relation.id).where(Relation.name == relation_name))
         if relation_id is None:
-            raise CatalogueError(f"unknown relation {relation_name!r}: import the relation before its facts")
+            raise NotCatalogued(f"unknown relation {relation_name!r}: import the relation before its facts")
         stored = set(
             session.execute(select(Fact.subject, Fact.object).where(Fact.relation_id == relation_id))
         )
@@ -215,7 +215,7 @@ def load_relation(target: Engine | Session, name: str) -> CorpusRelation:
     with transaction(target) as session:
         row = session.scalars(select(Relation).where(Relation.name == name)).one_or_none()
         if row is None:
-            raise CatalogueError(f"unknown relation {name!r}: import it first (`atlas corpus import PATH`)")
+            raise NotCatalogued(f"unknown relation {name!r}: import it first (`atlas corpus import PATH`)")
         facts = session.execute(
             select(Fact.subject, Fact.object).where(Fact.relation_id == row.id).order_by(Fact.id)
         ).all()
@@ -301,7 +301,7 @@ def _resolve_model(session: Session, model: LoadedModel | ModelInfo | str) -> Mo
     if isinstance(model, str):
         row = _find_model(session, model)
         if row is None:
-            raise CatalogueError(
+            raise NotCatalogued(
                 f"unknown model {model!r}: no catalogued model has that name; store a circuit with the "
                 "loaded model (or register_model) first"
             )
@@ -435,7 +435,7 @@ def record_failure(
             run = Run(model_id=model_row.id, relation_id=relation_row.id, **key, batch_size=params.batch_size)
             session.add(run)
         if run.circuit is not None:
-            raise CatalogueError(f"run {run.id} already has circuit {run.circuit.id}; it did not fail")
+            raise CatalogueConflict(f"run {run.id} already has circuit {run.circuit.id}; it did not fail")
         run.status, run.error, run.finished_at = "failed", error, datetime.now(UTC)
         session.flush()
         return run.id
@@ -780,7 +780,7 @@ def load_scores(target: Engine | Session, circuit_id: int) -> torch.Tensor:
     with transaction(target) as session:
         row = session.get(Circuit, circuit_id)
         if row is None:
-            raise CatalogueError(f"no circuit with id {circuit_id}")
+            raise NotCatalogued(f"no circuit with id {circuit_id}")
         model = row.run.model
         values = torch.from_numpy(np.frombuffer(row.scores, dtype=row.score_dtype).astype(np.float32))
         if row.layout == "nodes":
@@ -799,7 +799,7 @@ def recut(target: Engine | Session, circuit_id: int, n: int) -> CoreCircuit:
     with transaction(target) as session:
         row = session.get(Circuit, circuit_id)
         if row is None:
-            raise CatalogueError(f"no circuit with id {circuit_id}")
+            raise NotCatalogued(f"no circuit with id {circuit_id}")
         graph = Graph(row.run.model.n_layers, row.run.model.n_heads)
         level = row.level
     scores = load_scores(target, circuit_id)

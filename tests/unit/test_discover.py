@@ -86,3 +86,28 @@ def test_fact_circuit_scores_one_fact_even_with_an_object_the_relation_lacks(tin
     lonely = replace(relation, facts=(relation.facts[0],))
     with pytest.raises(DiscoveryError, match="can corrupt"):
         fact_circuit(tiny_llama, lonely, fact, params)
+
+
+def test_template_auto_takes_the_template_the_model_knows_most_facts_under(tiny_llama, relations) -> None:
+    from atlas.core.evaluation import known_mask
+    from atlas.core.pairs import make_batches, make_pairs, tokenize_facts
+
+    relation = relations["country_language"]  # one zero-shot template, two alternative wordings
+    params = DiscoveryParams(
+        template="auto", top_n=20, max_facts=4, known_only=False, curve=False, bootstrap=0
+    )
+    result = discover(tiny_llama, relation, params)
+    choice = result.template
+    every = relation.prompt_templates_zs + relation.prompt_templates
+    assert choice is not None and set(choice.known) == set(range(len(every))) and len(every) == 3
+    for index, known in choice.known.items():  # counted by hand, every fact (the relation is small)
+        tokenized = tokenize_facts(
+            relation, relation.facts, tiny_llama.encode, tiny_llama.encode_continuation, index
+        )
+        pairs = make_pairs(tokenized, tokenized, seed=params.seed).pairs
+        assert choice.checked[index] == len(pairs)
+        assert known == sum(known_mask(tiny_llama, make_batches(pairs, len(pairs), 0)[0]))
+    best = max(choice.known.values())
+    assert choice.index == min(i for i, known in choice.known.items() if known == best)
+    assert choice.template == every[choice.index]
+    assert result.summary()["template"]["index"] == choice.index

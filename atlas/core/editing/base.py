@@ -21,9 +21,10 @@ from torch import nn
 
 from atlas.core.models import LoadedModel, wrap
 from atlas.json_safe import finite
+from atlas.spec.errors import Invalid
 
 
-class EditError(ValueError):
+class EditError(Invalid):
     """An edit cannot be done as asked; the message names what is wrong."""
 
 
