@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields as dataclass_fields
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +19,7 @@ from pydantic import (
 
 from atlas.core.corpus import CATEGORIES
 from atlas.db.edits import EDIT_METHODS
+from atlas.spec.analyses import ANALYSES, ANALYSIS_KINDS, analysis_spec
 from atlas.spec.errors import Invalid
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES, method_spec
 from atlas.spec.params import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP, MAX_IG_STEPS, TEMPLATE_AUTO, DiscoveryParams
@@ -320,6 +322,8 @@ class JobView(BaseModel):
     status: str
     progress: JobProgress
     circuit_ids: list[int]
+    edit_ids: list[int]
+    analysis_ids: list[int]
     error: str | None
     attempts: int
     requeues: int  # times the reaper re-queued it after its worker stopped
@@ -578,7 +582,12 @@ class EditSubmissionView(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ analyses
 
-AnalysisKind = Literal["hallucination", "icl", "lens"]
+# An analysis kind: one of the registry's (atlas.spec.analyses), listed as an enum in the OpenAPI schema.
+AnalysisKind = Annotated[
+    str,
+    AfterValidator(lambda kind: analysis_spec(kind).name),
+    WithJsonSchema({"type": "string", "enum": list(ANALYSIS_KINDS)}),
+]
 
 
 class AnalysisSummary(BaseModel):
@@ -609,3 +618,33 @@ class RelationAnalyses(BaseModel):
     relation: str
     items: list[AnalysisDetail]
     next: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+def _params_of(cls: type[Any]) -> str:
+    return ", ".join(f"`{f.name}` ({f.default!r})" for f in dataclass_fields(cls))
+
+
+class AnalysisRequestIn(BaseModel):
+    """An analysis to queue: `kind` of a catalogued `relation` in `model`, with the kind's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: AnalysisKind
+    model: Name = Field(description="A model name `atlas models` lists: `smollm2-135m`, `tiny-llama`, ...")
+    relation: RelationName = Field(description="A catalogued relation.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="The kind's parameters; missing ones take their defaults. "
+        + "; ".join(f"{a.name}: {_params_of(a.params)}" for a in ANALYSES),
+    )
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+
+class AnalysisSubmissionView(BaseModel):
+    """What POST /analyses did: queued a new job (created), found an identical job already queued or
+    running, or found the analysis already in the catalogue (no job; `analysis` is it)."""
+
+    created: bool
+    message: str
+    job: JobView | None
+    analysis: AnalysisSummary | None

@@ -1,5 +1,6 @@
 """Analysis commands for the `atlas` group: `analyze hallucination|icl|lens` (computed inline, or found in the
-catalogue when the same analysis is stored) and `analyses list|show`. Attach with `register(main)`. torch is
+catalogue when the same analysis is stored, or with `--enqueue` queued for the workers) and
+`analyses list|show`. Attach with `register(main)`. torch is
 imported only by the `analyze` commands, when they compute.
 
 Bad input (an unknown relation or model, bad parameters) ends with one `error:` line on stderr, exit status 2,
@@ -9,26 +10,38 @@ and stores nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import click
 
 from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
+from atlas.db.jobs import QUEUES
+from atlas.spec.analyses import ANALYSIS_KINDS
 from atlas.spec.methods import METHOD_NAMES as METHODS
 
 
 def _analyze(kind: str, options: dict[str, Any]) -> None:
     """Pick the relation, check the parameters (before any model loads), then find or compute and store the
-    analysis, and show it."""
-    from atlas.analyses import make_params
+    analysis, and show it; or, with --enqueue, queue it for the workers."""
     from atlas.cli import _quiet_libraries, user_errors
     from atlas.jobs import load_relations, pick_relation
+    from atlas.spec.analyses import make_params
 
     model_name, relation, corpus = options.pop("model_name"), options.pop("relation"), options.pop("corpus")
     url, as_json = options.pop("url"), options.pop("as_json")
+    enqueue, queue = options.pop("enqueue"), options.pop("queue")
     with _errors(), user_errors():
         params = make_params(kind, options)
         chosen = pick_relation(load_relations(corpus), relation, corpus)
+        if enqueue:
+            from atlas.enqueue_cli import enqueue as enqueue_job
+            from atlas.jobs import catalogue_engine
+            from atlas.tasks.analysis import AnalysisRequest
+
+            request = AnalysisRequest(model_name, chosen.name, kind, asdict(params))
+            enqueue_job(request, queue, as_json, [chosen], catalogue_engine(url))
+            return
     _quiet_libraries()
     from atlas.analyses import analyze_and_store
     from atlas.db.analyses import get_analysis
@@ -102,6 +115,12 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--max-facts", type=int, default=None, help="Facts per circuit [16]."),
             url_option,
             click.option("--json", "as_json", is_flag=True, help="Print the stored analysis as JSON."),
+            click.option(
+                "--enqueue",
+                is_flag=True,
+                help="Queue the analysis for the workers (needs ATLAS_BROKER_URL) and print its job.",
+            ),
+            click.option("--queue", type=click.Choice(QUEUES), default="cpu", show_default=True),
         ]
     ):
         function = option(function)
@@ -122,7 +141,8 @@ def _attribution(function: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group("analyze")
 def analyze_group() -> None:
-    """Relation-level analyses of a model, computed inline and stored in the catalogue."""
+    """Relation-level analyses of a model, computed inline (or queued with --enqueue) and stored in the
+    catalogue."""
 
 
 @analyze_group.command("hallucination")
@@ -166,7 +186,7 @@ def analyses_group() -> None:
 @analyses_group.command("list")
 @click.option("--model", default=None)
 @click.option("--relation", default=None)
-@click.option("--kind", default=None, help="hallucination, icl or lens.")
+@click.option("--kind", type=click.Choice(ANALYSIS_KINDS), default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option(
     "--after", type=int, default=None, help="Show analyses after this id (the previous page's next)."

@@ -257,27 +257,10 @@ def discover(
 
 def _enqueue(model_name: str, relation: Any, params: DiscoveryParams, queue: str, as_json: bool) -> None:
     """Store the relation in the catalogue, record the job and send its id to the workers."""
-    from atlas.config import get_settings
-    from atlas.db.jobs import DiscoveryRequest
-    from atlas.db.store import import_relations
-    from atlas.jobs import catalogue_engine
+    from atlas.enqueue_cli import enqueue
+    from atlas.tasks.discover import DiscoveryRequest
 
-    if not get_settings().broker_url:
-        raise CatalogueError("--enqueue needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
-    from workers.enqueue import submit_and_send
-
-    engine = catalogue_engine()
-    import_relations(engine, [relation])
-    submission = submit_and_send(engine, DiscoveryRequest(model_name, (relation.name,), params), queue)
-    if as_json:
-        click.echo(json.dumps(submission.to_dict()))
-    elif submission.job_id is None:
-        circuits = ", ".join(map(str, submission.existing_circuits.values()))
-        click.echo(f"already in the catalogue: circuit {circuits} (nothing queued)")
-    elif submission.created:
-        click.echo(f"queued job {submission.job_id} on {queue} (`atlas jobs show {submission.job_id}`)")
-    else:
-        click.echo(f"job {submission.job_id}: the same job is already queued or running")
+    enqueue(DiscoveryRequest(model_name, (relation.name,), params), queue, as_json, [relation])
 
 
 def _show_stored(circuit_id: int | None, as_json: bool, save: str | None) -> None:

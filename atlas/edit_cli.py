@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
-from atlas.db.edits import DEFAULT_NEIGHBOURS, EDIT_DISCOVERY, EDIT_METHODS, EditJobRequest
+from atlas.db.edits import DEFAULT_NEIGHBOURS, EDIT_DISCOVERY, EDIT_METHODS
 from atlas.json_safe import finite
 
 
@@ -75,9 +75,9 @@ def edit_command(
     """Edit one fact of a relation in a copy of a model (ROME or FT-M), measure what changed (efficacy,
     generalization, locality, the logit lens, the circuits of the fact and of neighbours before and after)
     and store it in the catalogue. The same edit already stored is shown, not redone."""
-    from atlas.db.edits import submit_edit_job, validate_edit_request
     from atlas.db.store import import_relations, transaction
     from atlas.jobs import catalogue_engine, load_relations, pick_relation
+    from atlas.tasks.edit import EditJobRequest
 
     edit = {"method": method, "layer": layer, "steps": steps, "lr": lr}
     request = EditJobRequest(
@@ -88,9 +88,11 @@ def edit_command(
         engine = catalogue_engine()
         import_relations(engine, [chosen])
         with transaction(engine) as session:
-            validate_edit_request(session, request, queue)
+            request.validate(session)
         if enqueue:
-            _enqueue(engine, request, queue, as_json, submit_edit_job)
+            from atlas.enqueue_cli import enqueue as enqueue_job
+
+            enqueue_job(request, queue, as_json, engine=engine)
             return
     from atlas.cli import _quiet_libraries, fact_progress
 
@@ -109,27 +111,6 @@ def edit_command(
     else:
         click.echo(f"stored as edit {stored.edit_id}")
     click.echo(_describe(record))
-
-
-def _enqueue(engine: Any, request: EditJobRequest, queue: str, as_json: bool, submit: Any) -> None:
-    from atlas.config import get_settings
-    from atlas.db import CatalogueError
-
-    if not get_settings().broker_url:
-        raise CatalogueError("--enqueue needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
-    from workers.enqueue import send_new_job
-
-    submission = submit(engine, request, queue)
-    if submission.created and submission.job_id is not None:
-        send_new_job(engine, submission.job_id, queue)
-    if as_json:
-        click.echo(json.dumps(submission.to_dict()))
-    elif submission.edit_id is not None:
-        click.echo(f"already in the catalogue: edit {submission.edit_id} (nothing queued)")
-    elif submission.created:
-        click.echo(f"queued job {submission.job_id} on {queue} (`atlas jobs show {submission.job_id}`)")
-    else:
-        click.echo(f"job {submission.job_id}: the same edit is already queued or running")
 
 
 def _describe(edit: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""What one edit job does, start to end, for the inline `atlas edit` and for workers: look the edit up in the
-catalogue, else edit a copy of the (cached, never written) model, measure the outcome, read the new object
-through the logit lens, diff the circuits of the edited fact and of a few neighbours before and after, and
-store it all in one transaction (atlas.db.edits)."""
+"""What one edit does, start to end, for the inline `atlas edit` and for edit jobs (atlas.tasks.edit): look
+the edit up in the catalogue, else edit a copy of the (cached, never written) model, measure the outcome,
+read the new object through the logit lens, diff the circuits of the edited fact and of a few neighbours
+before and after, and store it all in one transaction (atlas.db.edits)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from atlas.core.corpus import Fact, Relation
-from atlas.db.edits import ComponentChange, EditJobRequest, EditRecord, validate_edit_request
+from atlas.db.edits import ComponentChange, EditRecord, EditSpec, validate_edit_request
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from atlas.core.discover import FactCircuit
     from atlas.core.editing import CircuitDiff
     from atlas.core.models import LoadedModel
-    from atlas.jobs import JobContext
 
 Progress = Callable[[int, int], None]
 
@@ -31,7 +30,7 @@ class StoredEdit:
     reused: bool  # already in the catalogue: nothing was computed
 
 
-def run_edit(engine: Engine, request: EditJobRequest, progress: Progress | None = None) -> StoredEdit:
+def run_edit(engine: Engine, request: EditSpec, progress: Progress | None = None) -> StoredEdit:
     """The edit of this exact request from the catalogue, or computed and stored. Bad input raises
     EditRequestError / JobError (checked in the catalogue) or EditError (checked on the model) before any
     copy of the model is made; nothing is stored then."""
@@ -110,7 +109,7 @@ def run_edit(engine: Engine, request: EditJobRequest, progress: Progress | None 
         old_object=old_object,
         params={
             **result.params.to_dict(),
-            "discovery": request.to_json()["discovery"],
+            "discovery": request.to_dict()["discovery"],
             "n_neighbours": request.n_neighbours,
         },
         edited_sha256=result.edited_sha256,
@@ -139,7 +138,7 @@ class _Steps:
             self.progress(self.done, self.total)
 
 
-def _neighbour_facts(relation: Relation, request: EditJobRequest) -> list[Fact]:
+def _neighbour_facts(relation: Relation, request: EditSpec) -> list[Fact]:
     """`n_neighbours` other facts of the relation (seeded sample), for circuits before and after."""
     others = [f for f in dict.fromkeys(relation.facts) if f.subject != request.subject]
     return random.Random(request.discovery.seed).sample(others, min(request.n_neighbours, len(others)))
@@ -169,7 +168,7 @@ def _diff(before: FactCircuit, after: FactCircuit) -> tuple[CircuitDiff, list[Co
     """The circuit diff (with edge score changes at edge level) and the heads and MLPs gained, lost or kept,
     with their node scores before and after."""
     from atlas.core.editing import circuit_diff
-    from atlas.db.store import _node_scores
+    from atlas.db.store import node_scores
 
     edge = before.level == "edge"
     diff = circuit_diff(
@@ -179,8 +178,8 @@ def _diff(before: FactCircuit, after: FactCircuit) -> tuple[CircuitDiff, list[Co
         after.scores if edge else None,
     )
     graph = before.circuit.graph
-    score_before = dict(zip(graph.node_names, _node_scores(graph, before.scores, before.level), strict=True))
-    score_after = dict(zip(graph.node_names, _node_scores(graph, after.scores, after.level), strict=True))
+    score_before = dict(zip(graph.node_names, node_scores(graph, before.scores, before.level), strict=True))
+    score_after = dict(zip(graph.node_names, node_scores(graph, after.scores, after.level), strict=True))
     changes = [
         ComponentChange(name, change, score_before.get(name), score_after.get(name))
         for change, names in (
@@ -192,12 +191,3 @@ def _diff(before: FactCircuit, after: FactCircuit) -> tuple[CircuitDiff, list[Co
         if name not in ("input", "logits")
     ]
     return diff, changes
-
-
-def edit_work(context: JobContext, request_json: dict[str, Any]) -> None:
-    """An edit job's work: the edit found in the catalogue or computed and stored."""
-    request = EditJobRequest.from_json(request_json)
-    progress = context.progress(request.relation, 0)
-    stored = run_edit(context.engine, request, progress)
-    context.edit_ids.append(stored.edit_id)
-    context.relation_done(request.relation, 1)

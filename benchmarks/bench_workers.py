@@ -30,9 +30,10 @@ from services import WorkerProcess, pg_database, require_redis, wait_for  # noqa
 
 from atlas.core.corpus import load_corpus  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
-from atlas.db.jobs import DiscoveryRequest, get_job  # noqa: E402
+from atlas.db.jobs import get_job  # noqa: E402
 from atlas.db.store import import_relations  # noqa: E402
 from atlas.spec.params import DiscoveryParams  # noqa: E402
+from atlas.tasks.discover import DiscoveryRequest  # noqa: E402
 
 RELATIONS = (
     "country_capital_city",

@@ -38,9 +38,10 @@ from services import WorkerProcess, pg_admin_user, pg_database, require_redis, w
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
-from atlas.db.jobs import DiscoveryRequest, get_job  # noqa: E402
+from atlas.db.jobs import get_job  # noqa: E402
 from atlas.db.store import import_relations  # noqa: E402
 from atlas.spec.params import DiscoveryParams  # noqa: E402
+from atlas.tasks.discover import DiscoveryRequest  # noqa: E402
 
 TOKEN = "faults-token-5a1f"
 REDIS_DB = 8

@@ -1,9 +1,9 @@
-"""Task definitions: thin wrappers that take a job id and call `atlas.jobs.execute_job`, the same job
-function an inline run uses. Transient failures (database or broker unreachable) retry with capped
-exponential backoff, ATLAS_JOB_RETRIES times; then the task gives up: the job is failed with the error
-stored when the database answers, and otherwise left to the reaper (workers.reaper), which re-queues it once
-the database is back. Real errors fail the job at once with the message stored (in the job row). Each
-worker process runs a reaper."""
+"""Task definitions: thin wrappers that take a job id and call `atlas.tasks.runtime.execute_job`, which runs
+the job's kind (atlas.tasks.registry) with the same plain function an inline run uses. Transient failures
+(database or broker unreachable) retry with capped exponential backoff, ATLAS_JOB_RETRIES times; then the
+task gives up: the job is failed with the error stored when the database answers, and otherwise left to the
+reaper (workers.reaper), which re-queues it once the database is back. Real errors fail the job at once with
+the message stored (in the job row). Each worker process runs a reaper."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def worker_name() -> str:
 
 
 def _transient() -> tuple[type[BaseException], ...]:
-    from atlas.jobs import transient_errors
+    from atlas.tasks.runtime import transient_errors
 
     return transient_errors()
 
@@ -77,7 +77,7 @@ def give_up(job_id: int, retries: int, error: BaseException) -> str:
 
 @app.task(bind=True, name=TASK_RUN_JOB, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_job(self: Task, job_id: int) -> str:
-    from atlas.jobs import execute_job
+    from atlas.tasks.runtime import execute_job
 
     settings = get_settings()
     started = time.perf_counter()
@@ -105,7 +105,7 @@ def run_job(self: Task, job_id: int) -> str:
         "job %s: %s %s task_seconds=%.3f work_seconds=%.3f",
         job_id,
         outcome.status,
-        outcome.error or outcome.circuit_ids,
+        outcome.error or outcome.stored,
         time.perf_counter() - started,
         outcome.work_seconds,
     )

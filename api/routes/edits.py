@@ -3,7 +3,6 @@ across edits, and scheduling an edit (bearer token; the job is computed by a wor
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -11,9 +10,9 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import EngineDep, SenderDep, SettingsDep, WriteAccess
-from api.errors import ERROR_RESPONSES, ApiError, body
+from api.errors import ERROR_RESPONSES
 from api.routes.common import check_model, check_relation
-from api.routes.jobs import AUTH_RESPONSES
+from api.routes.submit import QUEUE_RESPONSES, submission_errors
 from api.schemas import (
     MAX_PAGE,
     EditComparison,
@@ -24,27 +23,16 @@ from api.schemas import (
     EditRequestIn,
     EditSubmissionView,
     EditSummary,
-    ErrorBody,
-    FieldError,
     Id,
     Name,
     RelationName,
 )
-from atlas.db.edits import (
-    EDIT_DISCOVERY,
-    EditJobRequest,
-    EditRequestError,
-    edit_comparison,
-    edit_component_changes,
-    get_edit,
-    list_edits,
-    submit_edit_job,
-)
-from atlas.db.jobs import ModelUnavailable, abandon_job, get_job
+from atlas.db.edits import EDIT_DISCOVERY, edit_comparison, edit_component_changes, get_edit, list_edits
+from atlas.db.jobs import get_job
 from atlas.json_safe import finite
-from workers.reaper import revive
+from atlas.tasks.edit import EditJobRequest
+from workers.enqueue import submit_and_send
 
-log = logging.getLogger("api.edits")
 router = APIRouter(prefix="/edits", tags=["edits"], responses=ERROR_RESPONSES)
 
 ModelFilter = Annotated[Name | None, Query(description="A catalogued model's name.")]
@@ -117,12 +105,11 @@ def _request(body_in: EditRequestIn) -> EditJobRequest:
     summary="Schedule a knowledge edit",
     dependencies=[WriteAccess],
     responses={
-        **AUTH_RESPONSES,
+        **QUEUE_RESPONSES,
         200: {
             "model": EditSubmissionView,
             "description": "The edit is stored, or an identical job is active.",
         },
-        503: {"model": ErrorBody, "description": "The job queue (broker) is unreachable; nothing queued."},
     },
 )
 def schedule(
@@ -132,29 +119,13 @@ def schedule(
     and compare circuits before and after. 201 and the new job; 200 and the stored edit when this exact edit
     is in the catalogue, or the job when an identical one is queued or running. 404 for an unknown relation,
     422 naming the field for bad input (a subject the relation does not hold, a layer outside the model)."""
-    try:
-        submission = submit_edit_job(engine, _request(body_in), body_in.queue)
-    except (EditRequestError, ModelUnavailable) as error:
-        field = FieldError(field=f"body.{error.field}", message=str(error))
-        return body(422, f"invalid parameters: body.{error.field}: {error}", [field])
-    if submission.edit_id is not None:
-        stored = {
-            k: v for k, v in get_edit(engine, submission.edit_id).items() if k in EditSummary.model_fields
-        }
+    with submission_errors():
+        submission = submit_and_send(engine, _request(body_in), body_in.queue, sender, settings)
+    if submission.job_id is None:
+        edit = get_edit(engine, submission.found["edit_id"])
+        stored = {k: v for k, v in edit.items() if k in EditSummary.model_fields}
         message = "this exact edit is already in the catalogue"
         return JSONResponse(finite({"created": False, "message": message, "job": None, "edit": stored}))
-    assert submission.job_id is not None
-    if submission.created:
-        try:
-            sender(submission.job_id, body_in.queue)
-        except Exception as error:  # the broker is down or refuses: kombu and redis raise many kinds
-            log.error("edit job %s: could not be queued: %s", submission.job_id, type(error).__name__)
-            abandon_job(engine, submission.job_id, f"could not be queued: {type(error).__name__}")
-            raise ApiError(
-                503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
-            ) from None
-    else:
-        revive(engine, submission.job_id, sender, settings)  # the identical job, if its worker is gone
     result = {
         "created": submission.created,
         "message": "edit job queued"

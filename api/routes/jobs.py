@@ -3,7 +3,6 @@ progress. A job's row in the catalogue is its state; the queue carries only its 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -13,12 +12,11 @@ from sqlalchemy import Engine
 
 from api.deps import EngineDep, SenderDep, SettingsDep, WriteAccess
 from api.errors import ERROR_RESPONSES, ApiError, status_of
-from api.errors import body as error_body
+from api.routes.submit import AUTH_RESPONSES, QUEUE_RESPONSES, submission_errors
 from api.schemas import (
     MAX_PAGE,
     ErrorBody,
     FactList,
-    FieldError,
     Id,
     JobPage,
     JobRequest,
@@ -29,27 +27,14 @@ from api.schemas import (
 from atlas.core.corpus import Fact as CorpusFact
 from atlas.core.corpus import Relation as CorpusRelation
 from atlas.db import CatalogueError, queries
-from atlas.db.jobs import (
-    DiscoveryRequest,
-    ModelUnavailable,
-    abandon_job,
-    cancel_job,
-    check_model,
-    get_job,
-    list_jobs,
-    submit_job,
-)
+from atlas.db.jobs import cancel_job, check_model, get_job, list_jobs
 from atlas.db.store import import_relations
 from atlas.json_safe import finite
-from workers.reaper import revive
+from atlas.tasks.discover import DiscoveryRequest
+from workers.enqueue import submit_and_send
 
-log = logging.getLogger("api.jobs")
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 JobId = Annotated[Id, Path(description="The job's id.")]
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "No bearer token, or not the server's."},
-    403: {"model": ErrorBody, "description": "The server has no ATLAS_API_TOKEN: it accepts no writes."},
-}
 
 
 @router.get("", response_model=JobPage, summary="Jobs, newest first")
@@ -98,10 +83,9 @@ def _store_fact_list(engine: Engine, facts: FactList) -> str:
     summary="Schedule an extraction job",
     dependencies=[WriteAccess],
     responses={
-        **AUTH_RESPONSES,
+        **QUEUE_RESPONSES,
         200: {"model": JobSubmission, "description": "An identical job, or the stored runs: nothing new."},
         409: {"model": ErrorBody, "description": "The fact list's relation name is taken by other facts."},
-        503: {"model": ErrorBody, "description": "The job queue (broker) is unreachable; nothing queued."},
     },
 )
 def schedule(engine: EngineDep, sender: SenderDep, settings: SettingsDep, body: JobRequest) -> JSONResponse:
@@ -110,45 +94,32 @@ def schedule(engine: EngineDep, sender: SenderDep, settings: SettingsDep, body: 
     identical one is already queued or running (re-queued if its worker has stopped); 200 and no job with
     the stored circuits when every run asked for is already in the catalogue (a duplicate of finished runs
     is not run again)."""
-    try:
-        check_model(engine, body.model.strip())  # before anything is stored or queued
-    except ModelUnavailable as error:
-        problem = FieldError(field="body.model", message=str(error))
-        return error_body(422, f"invalid parameters: body.model: {error}", [problem])
+    with submission_errors():
+        check_model(engine, body.model.strip())  # before the fact list is stored
     relations = list(body.relations)
     if body.facts is not None:
         name = _store_fact_list(engine, body.facts)
         relations.append(name)
     request = DiscoveryRequest(body.model, tuple(relations), body.params())
-    submission = submit_job(engine, request, body.queue)  # JobError: 404 unknown relation, else 422
+    with submission_errors():  # an unknown relation: 404
+        submission = submit_and_send(engine, request, body.queue, sender, settings)
+    existing: dict[str, int] = submission.found["existing_circuits"]
+    circuits = [asdict(c) for c in _summaries(engine, list(existing.values()))]
     if submission.job_id is None:
-        circuits = [asdict(c) for c in _summaries(engine, list(submission.existing_circuits.values()))]
         result = {
             "created": False,
             "message": "every run asked for is already in the catalogue: these are its circuits",
             "job": None,
-            "existing_circuits": submission.existing_circuits,
+            "existing_circuits": existing,
             "circuits": circuits,
         }
         return _json(200, result)
-    if submission.created:
-        try:
-            sender(submission.job_id, body.queue)
-        except Exception as error:  # the broker is down or refuses: kombu and redis raise many kinds
-            log.error("job %s: could not be queued: %s", submission.job_id, type(error).__name__)
-            abandon_job(engine, submission.job_id, f"could not be queued: {type(error).__name__}")
-            raise ApiError(
-                503, "the job queue (broker) is unreachable; nothing was queued, try again shortly"
-            ) from None
-    else:
-        revive(engine, submission.job_id, sender, settings)  # the identical job, if its worker is gone
-    view = get_job(engine, submission.job_id)
     result = {
         "created": submission.created,
         "message": "job queued" if submission.created else "an identical job is already queued or running",
-        "job": view,
-        "existing_circuits": submission.existing_circuits,
-        "circuits": [asdict(c) for c in _summaries(engine, list(submission.existing_circuits.values()))],
+        "job": get_job(engine, submission.job_id),
+        "existing_circuits": existing,
+        "circuits": circuits,
     }
     headers = {"Location": f"/jobs/{submission.job_id}"}
     return _json(201 if submission.created else 200, result, headers)

@@ -22,32 +22,14 @@ from typing import Any
 import torch
 
 from atlas.core.attribution import edge_scores, graph_of
-from atlas.core.circuit import DEFAULT_TOP_N, Circuit, top_n
+from atlas.core.circuit import Circuit, top_n
 from atlas.core.component_lens import LensSummary, lens_summary
 from atlas.core.corpus import Fact, Relation
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import TokenizedFact, make_batches, make_pairs, tokenize_facts
 from atlas.json_safe import finite
-from atlas.spec.params import Ablation
-
-
-@dataclass(frozen=True)
-class HallucinationParams:
-    method: str = "eap"
-    ig_steps: int = 5
-    top_n: int = DEFAULT_TOP_N
-    max_facts: int = 16  # wrong (and correct) facts used for each circuit
-    max_checked: int = 200  # facts run through the model, in seeded order, to find wrong and correct ones
-    template: str | int | None = None
-    ablation: Ablation = "corrupt"
-    batch_size: int = 8
-    seed: int = 0
-    top_k: int = 10  # components listed as pushing the wrong answer
-
-    def validate(self) -> None:
-        if self.top_n < 1 or self.max_facts < 1 or self.max_checked < 1 or self.batch_size < 1:
-            raise ValueError("top_n, max_facts, max_checked and batch_size must be at least 1")
+from atlas.spec.analyses import HallucinationParams as HallucinationParams  # re-exported
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -41,29 +41,8 @@ from atlas.core.pairs import Batch, Pair, make_batches, make_pairs, tokenize_fac
 from atlas.core.readout import readout_batch, readout_logits
 from atlas.core.roles import circuit_heads
 from atlas.json_safe import finite
-
-HeadAblation = Literal["mean", "zero"]
-
-
-@dataclass(frozen=True)
-class ICLParams:
-    k: int = 3  # demonstrations
-    method: str = "eap"
-    ig_steps: int = 5
-    top_n: int = 30  # heads and MLPs in each (node-level) circuit
-    max_facts: int = 16
-    template: str | int | None = None
-    ablation: HeadAblation = "mean"
-    n_random: int = 5  # random head sets averaged for the baseline
-    batch_size: int = 8
-    seed: int = 0
-    known_only: bool = True  # only facts whose object is in the top 10 with demonstrations
-
-    def validate(self) -> None:
-        if self.k < 1 or self.top_n < 1 or self.max_facts < 1 or self.n_random < 1 or self.batch_size < 1:
-            raise ValueError("k, top_n, max_facts, n_random and batch_size must be at least 1")
-        if self.ablation not in ("mean", "zero"):
-            raise ValueError(f"head ablation must be mean or zero, got {self.ablation!r}")
+from atlas.spec.analyses import HeadAblation
+from atlas.spec.analyses import ICLParams as ICLParams  # re-exported
 
 
 @dataclass

@@ -20,22 +20,21 @@ from sqlalchemy.orm import Session
 
 from atlas.core.corpus import Relation as CorpusRelation
 from atlas.db import CatalogueError, NotCatalogued
-from atlas.db.browse import _page
+from atlas.db.browse import page_of
 from atlas.db.models import Analysis, Circuit, CircuitNode, Component, Model, Relation, Run
 from atlas.db.store import (
     ModelInfo,
-    _ensure_relation,
-    _find_model,
-    _resolve_model,
     default_code_version,
+    ensure_relation,
+    find_model,
+    resolve_model,
     transaction,
 )
 from atlas.json_safe import finite
+from atlas.spec.analyses import ANALYSIS_KINDS
 
 if TYPE_CHECKING:
     from atlas.core.models import LoadedModel
-
-ANALYSIS_KINDS = ("hallucination", "icl", "lens")
 
 
 def params_key(params: dict[str, Any], code_version: str) -> str:
@@ -74,7 +73,7 @@ def find_analysis(
     _check_kind(kind)
     key = params_key(params, code_version or default_code_version())
     with transaction(target) as session:
-        model_row = _find_model(session, model)
+        model_row = find_model(session, model)
         relation_id = session.scalar(select(Relation.id).where(Relation.name == relation_name))
         if model_row is None or relation_id is None:
             return None
@@ -112,12 +111,12 @@ def store_analysis(
     for attempt in range(3):
         try:
             with transaction(target, write=True) as session:
-                model_row = _resolve_model(session, model)
+                model_row = resolve_model(session, model)
                 if result.get("model", model_row.name) != model_row.name:
                     raise CatalogueError(
                         f"the analysis is of model {result['model']!r}, not of {model_row.name!r}"
                     )
-                relation_row, _ = _ensure_relation(session, relation)
+                relation_row, _ = ensure_relation(session, relation)
                 existing = _find(session, kind, model_row.id, relation_row.id, key)
                 if existing is not None:
                     return existing
@@ -219,7 +218,7 @@ def list_analyses(
         query = query.where(Analysis.id > after)
     with transaction(target) as session:
         items = [_view(a, m, r, with_result) for a, m, r in session.execute(query)]
-    return _page(items, limit)
+    return page_of(items, limit)
 
 
 def get_analysis(target: Engine | Session, analysis_id: int) -> dict[str, Any]:
@@ -231,12 +230,28 @@ def get_analysis(target: Engine | Session, analysis_id: int) -> dict[str, Any]:
         return _view(row[0], row[1], row[2], with_result=True)
 
 
+def _circuit_nodes(session: Session, circuit_id: int) -> list[str]:
+    """The heads and MLPs in a stored circuit, in component order."""
+    return list(
+        session.scalars(
+            select(Component.name)
+            .join(CircuitNode, CircuitNode.component_id == Component.id)
+            .where(
+                CircuitNode.circuit_id == circuit_id,
+                CircuitNode.in_circuit,
+                Component.kind.in_(("head", "mlp")),
+            )
+            .order_by(Component.id)
+        )
+    )
+
+
 def latest_circuit_nodes(
     target: Engine | Session, model: LoadedModel | ModelInfo | str, relation_name: str
 ) -> tuple[int, list[str]] | None:
     """The newest stored circuit of this model and relation, as (id, its heads and MLPs), if any."""
     with transaction(target) as session:
-        model_row = _find_model(session, model)
+        model_row = find_model(session, model)
         if model_row is None:
             return None
         circuit_id = session.scalar(
@@ -249,14 +264,30 @@ def latest_circuit_nodes(
         )
         if circuit_id is None:
             return None
-        names = session.scalars(
-            select(Component.name)
-            .join(CircuitNode, CircuitNode.component_id == Component.id)
-            .where(
-                CircuitNode.circuit_id == circuit_id,
-                CircuitNode.in_circuit,
-                Component.kind.in_(("head", "mlp")),
+        return circuit_id, _circuit_nodes(session, circuit_id)
+
+
+def lens_circuit(
+    target: Engine | Session, model_name: str, relation_name: str, circuit_id: int | None
+) -> tuple[int, list[str]] | None:
+    """The circuit a lens analysis reads, as (id, its heads and MLPs): the one named, which must be of this
+    model and relation (else CatalogueError; an unknown id, NotCatalogued), or the newest stored one (None
+    when there is none)."""
+    if circuit_id is None:
+        return latest_circuit_nodes(target, model_name, relation_name)
+    with transaction(target) as session:
+        row = session.execute(
+            select(Model.name, Relation.name)
+            .select_from(Circuit)
+            .join(Run, Circuit.run_id == Run.id)
+            .join(Model, Run.model_id == Model.id)
+            .join(Relation, Run.relation_id == Relation.id)
+            .where(Circuit.id == circuit_id)
+        ).one_or_none()
+        if row is None:
+            raise NotCatalogued(f"no circuit with id {circuit_id}")
+        if (row[0], row[1]) != (model_name, relation_name):
+            raise CatalogueError(
+                f"circuit {circuit_id} is of {row[0]} on {row[1]}, not of {model_name} on {relation_name}"
             )
-            .order_by(Component.id)
-        )
-        return circuit_id, list(names)
+        return circuit_id, _circuit_nodes(session, circuit_id)

@@ -39,7 +39,7 @@ def _stamp(value: Any) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _page(items: list[dict[str, Any]], limit: int, key: str = "id") -> dict[str, Any]:
+def page_of(items: list[dict[str, Any]], limit: int, key: str = "id") -> dict[str, Any]:
     """{items, next}: `next` is the cursor (`after`) of the following page, None on the last one."""
     return {"items": items[:limit], "next": items[limit - 1][key] if len(items) > limit else None}
 
@@ -106,7 +106,7 @@ def list_models(target: Engine | Session, after: int | None = None, limit: int =
             }
             for m, n in session.execute(query)
         ]
-    return _page(items, limit)
+    return page_of(items, limit)
 
 
 def _relation_view(relation: Relation, n_facts: int, n_circuits: int) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def list_relations(
         query = query.where(Relation.id > after)
     with transaction(target) as session:
         items = [_relation_view(*row) for row in session.execute(query)]
-    return _page(items, limit)
+    return page_of(items, limit)
 
 
 def get_relation(target: Engine | Session, name: str) -> dict[str, Any]:
@@ -184,7 +184,7 @@ def list_facts(
         items = [
             {"id": i, "relation": relation, "subject": s, "object": o} for i, s, o in session.execute(query)
         ]
-    return _page(items, limit)
+    return page_of(items, limit)
 
 
 # ------------------------------------------------------------------------------------------- one circuit

@@ -372,10 +372,12 @@ def jobs_group() -> None:
 
 def _job_line(job: dict[str, Any]) -> str:
     p = job["progress"]
-    relations = ",".join(job["request"].get("relations", []))
+    request = job["request"]
+    relations = ",".join(request.get("relations") or [request.get("relation", "")])
     facts = f" facts {p['facts_done']}/{p['facts_total']}" if p["facts_total"] else ""
     current = f" at {p['current_relation']}" if p["current_relation"] and job["status"] == "running" else ""
-    outcome = f" circuits {job['circuit_ids']}" if job["circuit_ids"] else ""
+    stored = {"circuits": job["circuit_ids"], "edits": job["edit_ids"], "analyses": job["analysis_ids"]}
+    outcome = "".join(f" {name} {ids}" for name, ids in stored.items() if ids)
     error = f" error: {job['error']}" if job["error"] else ""
     return (
         f"job {job['id']:>5} {job['status']:<9} {job['model']} [{relations}] relations "
@@ -388,7 +390,8 @@ def _job_line(job: dict[str, Any]) -> str:
 @url_option
 @click.option("--json", "as_json", is_flag=True)
 def jobs_show(job_id: int, url: str | None, as_json: bool) -> None:
-    """One job: what was asked, its status and progress, its circuits or its error."""
+    """One job: what was asked, its status and progress, what it stored (circuits, edits, analyses) or its
+    error."""
     from atlas.db.jobs import get_job
 
     with _errors():

@@ -1,8 +1,10 @@
-"""Knowledge edits in the catalogue: what an edit job is asked to do (validated, keyed, submitted), storing a
-computed edit (one transaction: the `edits` row and its `edit_components`), and the read side (a page of
-edits, one edit, the heads and MLPs edits change, a before-vs-after summary across edits).
+"""Knowledge edits in the catalogue: what an edit is asked to do (`EditSpec`: validated, keyed as the edits
+table keys it), storing a computed edit (one transaction: the `edits` row and its `edit_components`), and
+the read side (a page of edits, one edit, the heads and MLPs edits change, a before-vs-after summary across
+edits).
 
-No torch here: the API submits and reads edits without the model stack; `atlas.edit_jobs` computes them.
+No torch here: the API submits and reads edits without the model stack; `atlas.edit_jobs` computes them and
+`atlas.tasks.edit` queues them.
 """
 
 from __future__ import annotations
@@ -11,22 +13,22 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Self
 
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from atlas.db import CatalogueError, NotCatalogued
-from atlas.db.jobs import QUEUES, DuplicateJob, JobError, UnknownForJob, check_model, insert_job
+from atlas.db.jobs import InvalidJob, UnknownForJob
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
-from atlas.db.store import ModelInfo, _resolve_model, default_code_version, transaction
+from atlas.db.store import ModelInfo, default_code_version, resolve_model, transaction
 from atlas.json_safe import finite
 from atlas.spec.params import DiscoveryError, DiscoveryParams
 
 # atlas.core.editing.registry.EDITORS's names and atlas.core.editing.EditParams's fields, restated so that
-# requests are validated without torch (tests/unit/test_edit_jobs.py checks they match).
+# requests are validated without torch (tests/db/test_db_edits.py checks they match).
 EDIT_METHODS = ("rome", "ft-m")
 EDIT_PARAM_NAMES = (
     "method",
@@ -51,19 +53,19 @@ MAX_NEIGHBOURS = 20
 CHANGES = ("gained", "lost", "kept")
 
 
-class EditRequestError(JobError):
+class EditRequestError(InvalidJob):
     """A bad edit request; `field` names the value at fault (`subject`, `layer`, ...)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field)
 
 
 @dataclass(frozen=True)
-class EditJobRequest:
+class EditSpec:
     """Edit `subject`'s fact in `relation` (catalogued) to `new_object` in `model`, with `edit` parameters
     (EditParams fields: method, layer, steps, lr, ...), and compare the circuits of the edited fact and of
-    `n_neighbours` other facts of the relation before and after, found with `discovery`."""
+    `n_neighbours` other facts of the relation before and after, found with `discovery`. Queued as a job,
+    it is atlas.tasks.edit.EditJobRequest."""
 
     model: str
     relation: str
@@ -73,17 +75,15 @@ class EditJobRequest:
     discovery: DiscoveryParams = EDIT_DISCOVERY
     n_neighbours: int = DEFAULT_NEIGHBOURS
 
-    def normalized(self) -> EditJobRequest:
+    def normalized(self) -> Self:
         """Stripped text and the edit parameters without unset (None) values, so equal requests key equal."""
-        edit = {k: v for k, v in sorted(self.edit.items()) if v is not None}
-        return EditJobRequest(
-            self.model.strip(),
-            self.relation.strip(),
-            self.subject.strip(),
-            self.new_object.strip(),
-            edit,
-            self.discovery,
-            self.n_neighbours,
+        return replace(
+            self,
+            model=self.model.strip(),
+            relation=self.relation.strip(),
+            subject=self.subject.strip(),
+            new_object=self.new_object.strip(),
+            edit={k: v for k, v in sorted(self.edit.items()) if v is not None},
         )
 
     @property
@@ -94,7 +94,7 @@ class EditJobRequest:
     def layer(self) -> int:
         return int(self.edit.get("layer", 4))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "relation": self.relation,
@@ -106,7 +106,7 @@ class EditJobRequest:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EditJobRequest:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         return cls(
             data["model"],
             data["relation"],
@@ -120,7 +120,7 @@ class EditJobRequest:
     def key(self, code_version: str | None = None) -> str:
         """sha256 of the request and the code version: the edit's `request_key` and its job's key."""
         version = code_version if code_version is not None else default_code_version()
-        payload = {"kind": "edit", **self.normalized().to_json(), "code_version": version}
+        payload = {"kind": "edit", **self.normalized().to_dict(), "code_version": version}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -168,19 +168,17 @@ def subject_fact(session: Session, relation_id: int, relation: str, subject: str
     return int(row[0]), str(row[1])
 
 
-def validate_edit_request(session: Session, request: EditJobRequest, queue: str = "cpu") -> None:
-    """Everything the catalogue can check before a model loads (a normalized request). Bad input raises
-    EditRequestError naming the field; an unknown relation, JobError (`unknown relation ...`)."""
+def check_edit_spec(request: EditSpec) -> None:
+    """What can be checked without the catalogue (a normalized request): EditRequestError naming the field."""
     checks = (
         ("model", request.model, "model must be given"),
+        ("relation", request.relation, "relation must be given"),
         ("subject", request.subject, "the subject is empty"),
         ("new_object", request.new_object, "the new object is empty"),
     )
     for name, value, message in checks:
         if not value:
             raise EditRequestError(name, message)
-    if queue not in QUEUES:
-        raise EditRequestError("queue", f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
     if not 0 <= request.n_neighbours <= MAX_NEIGHBOURS:
         raise EditRequestError(
             "n_neighbours", f"n_neighbours must be in 0..{MAX_NEIGHBOURS}, got {request.n_neighbours}"
@@ -190,6 +188,12 @@ def validate_edit_request(session: Session, request: EditJobRequest, queue: str 
     except DiscoveryError as error:
         raise EditRequestError("discovery", str(error)) from None
     _check_edit_params(request.edit)
+
+
+def validate_edit_request(session: Session, request: EditSpec) -> None:
+    """Everything the catalogue can check before a model loads (a normalized request). Bad input raises
+    EditRequestError naming the field; an unknown relation, UnknownForJob (`unknown relation ...`)."""
+    check_edit_spec(request)
     layers = session.scalar(select(func.min(Model.n_layers)).where(Model.name == request.model))
     if layers is not None and request.layer >= layers:
         raise EditRequestError(
@@ -205,20 +209,7 @@ def validate_edit_request(session: Session, request: EditJobRequest, queue: str 
         raise EditRequestError("new_object", f"the new object {request.new_object!r} equals the old object")
 
 
-# ------------------------------------------------------------------------------------------------ submission
-
-
-@dataclass
-class EditSubmission:
-    """The job that will do the edit (new, or an identical one already queued or running), or, when the
-    edit is already in the catalogue, no job and the stored edit's id."""
-
-    job_id: int | None
-    created: bool
-    edit_id: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# ------------------------------------------------------------------------------------------------- storing
 
 
 def find_edit(target: Engine | Session, model: str, key: str) -> int | None:
@@ -231,29 +222,6 @@ def find_edit(target: Engine | Session, model: str, key: str) -> int | None:
             .order_by(Edit.id)
             .limit(1)
         )
-
-
-def submit_edit_job(target: Engine | Session, request: EditJobRequest, queue: str = "cpu") -> EditSubmission:
-    """Validate and record an edit job (status "queued"); the caller sends its id to the queue. The stored
-    edit, or an identical job already queued or running, is returned instead. Bad input raises JobError and
-    records nothing."""
-    request = request.normalized()
-    key = request.key()
-    if request.model:
-        check_model(target, request.model)  # outside the transaction: it may ask the hub
-    with transaction(target, write=True) as session:
-        validate_edit_request(session, request, queue)
-        stored = find_edit(session, request.model, key)
-        if stored is not None:
-            return EditSubmission(None, False, stored)
-        try:
-            job_id = insert_job(session, "edit", request.model, request.to_json(), key, queue, 1)
-        except DuplicateJob as duplicate:
-            return EditSubmission(duplicate.job_id, False, None)
-        return EditSubmission(job_id, True, None)
-
-
-# ------------------------------------------------------------------------------------------------- storing
 
 
 @dataclass
@@ -270,7 +238,7 @@ class ComponentChange:
 class EditRecord:
     """A computed edit, as plain data (atlas.edit_jobs builds it from the tensors)."""
 
-    request: EditJobRequest  # normalized
+    request: EditSpec  # normalized
     key: str
     model: ModelInfo
     prompt: str
@@ -303,7 +271,7 @@ def store_edit(target: Engine, record: EditRecord) -> tuple[int, bool]:
 
 
 def _store(session: Session, record: EditRecord) -> tuple[int, bool]:
-    model_row = _resolve_model(session, record.model)
+    model_row = resolve_model(session, record.model)
     existing = session.scalar(
         select(Edit.id).where(Edit.model_id == model_row.id, Edit.request_key == record.key)
     )

@@ -1,4 +1,5 @@
-"""Jobs in the catalogue: submit (validated, deduplicated), claim, report progress, finish, cancel, read.
+"""Jobs in the catalogue, whatever their kind: record (deduplicated), claim, report progress, finish, cancel,
+read. What a job of each kind asks, and how it is validated and run, is atlas.tasks.
 
 A job row is the single source of truth for queued work: the queue only carries its id. Workers claim a job
 with one conditional UPDATE, so a message delivered twice (a redelivery after a lost worker, a retry) never
@@ -8,9 +9,8 @@ delivery. Nothing here imports torch: the API submits and reads jobs without the
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from atlas.db import CatalogueError
 from atlas.db.models import Job, Model, Relation
 from atlas.db.store import default_code_version, find_circuit, transaction
-from atlas.spec.errors import Conflict, NotFound
-from atlas.spec.params import DiscoveryError, DiscoveryParams
+from atlas.spec.errors import Conflict, Invalid, NotFound
+from atlas.spec.params import DiscoveryParams
 
 QUEUES = ("cpu", "gpu")
 ACTIVE = ("queued", "running")
@@ -41,38 +41,8 @@ class JobConflict(JobError, Conflict):
     """The job is not in a state that allows the change (cancelling a finished job)."""
 
 
-@dataclass(frozen=True)
-class DiscoveryRequest:
-    """What a discovery job is asked to do: circuits of these relations (already in the catalogue) in this
-    model, with these parameters."""
-
-    model: str
-    relations: tuple[str, ...]
-    params: DiscoveryParams
-
-    def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "relations": list(self.relations), "params": asdict(self.params)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DiscoveryRequest:
-        return cls(data["model"], tuple(data["relations"]), DiscoveryParams(**data["params"]))
-
-    def key(self) -> str:
-        canonical = json.dumps({"kind": "discover", **self.to_json()}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass
-class Submission:
-    """The job that will do the work (new or an identical one already queued or running), or, when every
-    run asked for is already in the catalogue, no job and those circuits."""
-
-    job_id: int | None
-    created: bool
-    existing_circuits: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class InvalidJob(JobError, Invalid):
+    """A bad value in a job request; `field` names it (`relations`, `queue`, `params.top_n`)."""
 
 
 def now() -> datetime:
@@ -84,19 +54,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def validate_request(session: Session, request: DiscoveryRequest, queue: str) -> None:
-    if not request.model.strip():
-        raise JobError("model must be given")
-    if not request.relations:
-        raise JobError("relations must name at least one relation")
+def check_queue(queue: str) -> None:
     if queue not in QUEUES:
-        raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
-    try:
-        request.params.validate()
-    except DiscoveryError as error:
-        raise JobError(str(error)) from None
-    known = set(session.scalars(select(Relation.name).where(Relation.name.in_(request.relations))))
-    missing = [name for name in request.relations if name not in known]
+        raise InvalidJob(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}", field="queue")
+
+
+def check_relations(session: Session, names: Sequence[str]) -> None:
+    """Every relation a job names must be catalogued (UnknownForJob naming the missing ones)."""
+    known = set(session.scalars(select(Relation.name).where(Relation.name.in_(names))))
+    missing = [name for name in names if name not in known]
     if missing:
         raise UnknownForJob(
             f"unknown relation {', '.join(map(repr, missing))}: import it first (`atlas corpus import PATH`)"
@@ -127,50 +93,23 @@ def check_model(target: Engine | Session, name: str) -> None:
         )
 
 
-def existing_circuits(target: Engine | Session, request: DiscoveryRequest) -> dict[str, int]:
-    """The stored circuit of each requested relation whose exact run is already in the catalogue (a
-    model's runs are looked up by name; the corpus hash is the relation's stored content hash)."""
+def existing_circuits(
+    target: Engine | Session, model: str, relations: Sequence[str], params: DiscoveryParams
+) -> dict[str, int]:
+    """The stored circuit of each catalogued relation whose exact run is already in the catalogue (a model's
+    runs are looked up by name; the corpus hash is the relation's stored content hash)."""
     found: dict[str, int] = {}
     version = default_code_version()
     with transaction(target) as session:
-        hashes = dict(
-            session.execute(
-                select(Relation.name, Relation.content_sha256).where(Relation.name.in_(request.relations))
-            )
-            .tuples()
-            .all()
-        )
-        for name in request.relations:
-            circuit = find_circuit(session, request.model, name, request.params, hashes[name], version)
+        query = select(Relation.name, Relation.content_sha256).where(Relation.name.in_(relations))
+        hashes = dict(session.execute(query).tuples().all())
+        for name in relations:
+            if name not in hashes:
+                continue
+            circuit = find_circuit(session, model, name, params, hashes[name], version)
             if circuit is not None:
                 found[name] = circuit
     return found
-
-
-def submit_job(target: Engine | Session, request: DiscoveryRequest, queue: str = "cpu") -> Submission:
-    """Validate and record a discovery job (status "queued"); the caller sends its id to the queue. An
-    identical job already queued or running is returned instead; so are the circuits when every run asked
-    for is already stored. Bad input raises JobError (ModelUnavailable for a model that cannot be had) and
-    records nothing."""
-    request = DiscoveryRequest(request.model.strip(), tuple(dict.fromkeys(request.relations)), request.params)
-    key = request.key()
-    if request.model:
-        check_model(target, request.model)  # outside the transaction: it may ask the hub
-    with transaction(target, write=True) as session:
-        validate_request(session, request, queue)
-        active = active_job(session, key)
-        if active is not None:
-            return Submission(active, False, {})
-        stored = existing_circuits(session, request)
-        if len(stored) == len(request.relations):
-            return Submission(None, False, stored)
-        try:
-            job_id = insert_job(
-                session, "discover", request.model, request.to_json(), key, queue, len(request.relations)
-            )
-        except DuplicateJob as duplicate:
-            return Submission(duplicate.job_id, False, {})
-        return Submission(job_id, True, stored)
 
 
 def active_job(session: Session, key: str) -> int | None:
@@ -200,8 +139,7 @@ def insert_job(
     """Record a validated job as queued (in the caller's transaction); its id. DuplicateJob names the
     active job with this key when there is one: the check before the insert can race with a concurrent
     submission, so the database's unique index over active jobs' keys decides."""
-    if queue not in QUEUES:
-        raise JobError(f"queue must be one of {', '.join(QUEUES)}, got {queue!r}")
+    check_queue(queue)
     for _ in range(3):
         active = active_job(session, key)
         if active is not None:
@@ -219,6 +157,7 @@ def insert_job(
             facts_total=0,
             circuit_ids=[],
             edit_ids=[],
+            analysis_ids=[],
             attempts=0,
         )
         try:
@@ -291,6 +230,7 @@ def report_progress(
     facts_total: int | None = None,
     circuit_ids: list[int] | None = None,
     edit_ids: list[int] | None = None,
+    analysis_ids: list[int] | None = None,
 ) -> bool:
     """Record progress (None leaves a field as it is) and beat the heart; False when the job is no longer
     this worker's."""
@@ -299,6 +239,7 @@ def report_progress(
         "facts_total": facts_total,
         "circuit_ids": circuit_ids,
         "edit_ids": edit_ids,
+        "analysis_ids": analysis_ids,
     }
     values = {
         "current_relation": relation,
@@ -315,15 +256,15 @@ def finish_job(
     *,
     circuit_ids: list[int] | None = None,
     edit_ids: list[int] | None = None,
+    analysis_ids: list[int] | None = None,
     error: str | None = None,
     work_seconds: float | None = None,
 ) -> bool:
-    """Mark a held job done (with its circuits and edits) or failed (with the error's message)."""
+    """Mark a held job done (with its circuits, edits and analyses) or failed (with the error's message)."""
     values: dict[str, Any] = {"status": "failed" if error else "done", "finished_at": now()}
-    if circuit_ids is not None:
-        values["circuit_ids"] = circuit_ids
-    if edit_ids is not None:
-        values["edit_ids"] = edit_ids
+    for column, ids in (("circuit_ids", circuit_ids), ("edit_ids", edit_ids), ("analysis_ids", analysis_ids)):
+        if ids is not None:
+            values[column] = ids
     if error:
         values["error"] = error
     if work_seconds is not None:
@@ -471,6 +412,7 @@ def job_view(job: Job) -> dict[str, Any]:
         },
         "circuit_ids": list(job.circuit_ids),
         "edit_ids": list(job.edit_ids),
+        "analysis_ids": list(job.analysis_ids),
         "error": job.error,
         "attempts": job.attempts,
         "requeues": job.requeues,

@@ -393,6 +393,7 @@ class Job(Base):
     facts_total: Mapped[int] = mapped_column(default=0)
     circuit_ids: Mapped[list[Any]] = mapped_column(default=list)
     edit_ids: Mapped[list[Any]] = mapped_column(default=list)
+    analysis_ids: Mapped[list[Any]] = mapped_column(default=list)  # migration 0007
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     requeues: Mapped[int] = mapped_column(default=0)  # times the reaper re-queued it (its worker gone)

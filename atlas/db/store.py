@@ -130,7 +130,7 @@ def relation_record(relation: CorpusRelation) -> dict[str, Any]:
     }
 
 
-def _ensure_relation(session: Session, relation: CorpusRelation) -> tuple[Relation, bool]:
+def ensure_relation(session: Session, relation: CorpusRelation) -> tuple[Relation, bool]:
     """The relation's row, inserted with its facts if new (True). A stored relation of the same name with
     other content is an error: relations are immutable once circuits refer to them."""
     record = relation_record(relation)
@@ -177,7 +177,7 @@ def import_relations(target: Engine | Session, relations: Iterable[CorpusRelatio
         raise CatalogueError(f"relations given twice: {', '.join(dupes)}")
     with transaction(target, write=True) as session:
         for relation in relations:
-            _, added = _ensure_relation(session, relation)
+            _, added = ensure_relation(session, relation)
             counts["added" if added else "unchanged"] += 1
             counts["facts"] += len(set(relation.facts)) if added else 0
     return counts
@@ -264,7 +264,7 @@ def _model_key(info: ModelInfo) -> dict[str, Any]:
     }
 
 
-def _find_model(session: Session, model: LoadedModel | ModelInfo | str) -> Model | None:
+def find_model(session: Session, model: LoadedModel | ModelInfo | str) -> Model | None:
     if isinstance(model, str):
         rows = session.scalars(select(Model).where(Model.name == model)).all()
         if len(rows) > 1:
@@ -285,7 +285,7 @@ def register_model(target: Engine | Session, model: LoadedModel | ModelInfo) -> 
 
 
 def _ensure_model(session: Session, info: ModelInfo) -> Model:
-    row = _find_model(session, info)
+    row = find_model(session, info)
     if row is None:
         row = Model(**_model_key(info), d_model=info.d_model)
         session.add(row)
@@ -297,9 +297,9 @@ def _ensure_model(session: Session, info: ModelInfo) -> Model:
     return row
 
 
-def _resolve_model(session: Session, model: LoadedModel | ModelInfo | str) -> Model:
+def resolve_model(session: Session, model: LoadedModel | ModelInfo | str) -> Model:
     if isinstance(model, str):
-        row = _find_model(session, model)
+        row = find_model(session, model)
         if row is None:
             raise NotCatalogued(
                 f"unknown model {model!r}: no catalogued model has that name; store a circuit with the "
@@ -399,7 +399,7 @@ def find_circuit(
         "code_version": code_version,
     }
     with transaction(target) as session:
-        model_row = _find_model(session, model)
+        model_row = find_model(session, model)
         relation_id = session.scalar(select(Relation.id).where(Relation.name == relation_name))
         if model_row is None or relation_id is None:
             return None
@@ -423,8 +423,8 @@ def record_failure(
     """Record a failed run (status "failed", the error's message); its id. A later successful store of the
     same run takes this row over."""
     with transaction(target, write=True) as session:
-        model_row = _resolve_model(session, model)
-        relation_row, _ = _ensure_relation(session, relation)
+        model_row = resolve_model(session, model)
+        relation_row, _ = ensure_relation(session, relation)
         key = {
             **run_key(params, _level_of(model, params)),
             "corpus_hash": corpus_hash,
@@ -515,9 +515,9 @@ def _store(
     corpus_hash: str,
     code_version: str,
 ) -> int:
-    model_row = _resolve_model(session, model)
+    model_row = resolve_model(session, model)
     _check_result(result, model_row, relation)
-    relation_row, _ = _ensure_relation(session, relation)
+    relation_row, _ = ensure_relation(session, relation)
     circuit = result.circuit
     key = {**run_key(result.params, circuit.level), "corpus_hash": corpus_hash, "code_version": code_version}
     run = _find_run(session, model_row.id, relation_row.id, key)
@@ -643,7 +643,7 @@ def member_sets(graph: Graph, circuit: CoreCircuit) -> dict[str, bytes]:
     }
 
 
-def _node_scores(graph: Graph, scores: torch.Tensor, level: str) -> list[float | None]:
+def node_scores(graph: Graph, scores: torch.Tensor, level: str) -> list[float | None]:
     """Per node in graph order: node scores as they are, or for edge scores the sum over a writer's outgoing
     edges (to first order, the effect of patching the node's output); None for logits."""
     scores = scores.detach().cpu().double()
@@ -665,7 +665,7 @@ def _node_rows(
             "stability": shares[i] if shares is not None and name in kept else None,
         }
         for i, (name, score) in enumerate(
-            zip(graph.node_names, _node_scores(graph, result.scores, circuit.level), strict=True)
+            zip(graph.node_names, node_scores(graph, result.scores, circuit.level), strict=True)
         )
     ]
 

@@ -1,5 +1,7 @@
-"""Stored analyses through the API: GET /analyses (keyset pages, filters), /analyses/{id} and
-/relations/{name}/analyses, on SQLite and PostgreSQL, with real results of the tiny Llama."""
+"""Analyses through the API, on SQLite and PostgreSQL: GET /analyses (keyset pages, filters), /analyses/{id}
+and /relations/{name}/analyses with real results of the tiny Llama; POST /analyses queues one (bearer token,
+422 naming the field, 201 then 200 for the same request, 200 with the stored analysis, 503 without a broker).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
-from api_helpers import MODELS, Catalogue
+from api_helpers import MODELS, Catalogue, RecordingSender, auth
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from atlas.core.corpus import Relation
 from atlas.core.hallucination import HallucinationParams, analyze_hallucinations
 from atlas.core.icl import ICLParams, icl_analysis
 from atlas.core.models import LoadedModel
 from atlas.db.analyses import store_analysis
+from atlas.db.models import Job
+from atlas.db.store import transaction
+from atlas.spec.analyses import make_params
 
 RELATION = "country_capital_city"
 
@@ -106,3 +112,94 @@ def test_a_relations_analyses(client: TestClient, stored: dict[str, int]) -> Non
     assert client.get("/relations/name_gender/analyses").json()["items"] == []
     unknown = client.get("/relations/nope/analyses")
     assert unknown.status_code == 404 and "unknown relation 'nope'" in unknown.json()["message"]
+
+
+def _analysis_jobs(catalogue: Catalogue) -> list[Job]:
+    with transaction(catalogue.engine) as session:
+        return list(session.scalars(select(Job).where(Job.kind == "analysis").order_by(Job.id)))
+
+
+def test_posting_an_analysis(
+    client: TestClient, catalogue: Catalogue, sender: RecordingSender, relations: dict[str, Relation]
+) -> None:
+    body = {"kind": "icl", "model": "tiny-llama", "relation": RELATION, "params": {"k": 2, "seed": 77}}
+    refused = client.post("/analyses", json=body)
+    assert refused.status_code == 401 and sender.sent == [] and _analysis_jobs(catalogue) == []
+    first = client.post("/analyses", json=body, headers=auth())
+    assert first.status_code == 201, first.text
+    job = first.json()["job"]
+    assert (job["kind"], job["status"], job["model"]) == ("analysis", "queued", "tiny-llama")
+    assert job["request"] == {
+        "model": "tiny-llama",
+        "relation": RELATION,
+        "analysis": "icl",
+        "params": asdict(ICLParams(k=2, seed=77)),  # every parameter, defaults filled in
+    }
+    assert job["analysis_ids"] == [] and first.json()["analysis"] is None
+    assert first.headers["location"] == f"/jobs/{job['id']}" and sender.sent == [(job["id"], "cpu")]
+    # The same request (a default written out, a name padded): the same job, not sent again.
+    same = {**body, "model": " tiny-llama", "params": {**body["params"], "ablation": "mean"}}
+    again = client.post("/analyses", json=same, headers=auth())
+    assert again.status_code == 200, again.text
+    assert again.json()["job"]["id"] == job["id"] and again.json()["created"] is False
+    assert sender.sent == [(job["id"], "cpu")] and len(_analysis_jobs(catalogue)) == 1
+    assert client.get(f"/jobs/{job['id']}").json()["analysis_ids"] == []
+
+    # An analysis already in the catalogue is returned; nothing is queued.
+    params = asdict(make_params("hallucination", {"seed": 5}))
+    result = {"model": "toy-a", "relation": "country_language", "n_checked": 3, "n_wrong": 1}
+    language = relations["country_language"]
+    stored_id = store_analysis(catalogue.engine, "hallucination", MODELS[0], language, params, result)
+    request = {"kind": "hallucination", "model": "toy-a", "relation": "country_language"}
+    found = client.post("/analyses", json={**request, "params": {"seed": 5}}, headers=auth())
+    assert found.status_code == 200, found.text
+    assert found.json()["job"] is None and found.json()["analysis"]["id"] == stored_id
+    assert found.json()["analysis"]["summary"]["n_wrong"] == 1
+    assert sender.sent == [(job["id"], "cpu")] and len(_analysis_jobs(catalogue)) == 1
+
+
+def test_bad_analysis_requests_name_the_field(
+    client: TestClient, catalogue: Catalogue, sender: RecordingSender
+) -> None:
+    other = catalogue.circuits[("toy-a", "country_language", "eap-ig")]
+    before = len(_analysis_jobs(catalogue))
+    base = {"kind": "icl", "model": "tiny-llama", "relation": RELATION}
+    for change, field in [
+        ({"params": {"k": 0}}, "body.params.k"),
+        ({"params": {"kk": 2}}, "body.params.kk"),
+        ({"params": {"ablation": "corrupt"}}, "body.params.ablation"),
+        ({"kind": "hallucination", "params": {"top_n": "many"}}, "body.params.top_n"),
+        ({"kind": "lens", "params": {"circuit_id": 0}}, "body.params.circuit_id"),
+        ({"kind": "lens", "model": "toy-a", "params": {"circuit_id": other}}, "body.params.circuit_id"),
+        ({"kind": "roles"}, "body.kind"),
+        ({"queue": "tpu"}, "body.queue"),
+        ({"model": ""}, "body.model"),
+        ({"colour": "red"}, "body.colour"),
+    ]:
+        response = client.post("/analyses", json={**base, **change}, headers=auth())
+        assert response.status_code == 422, (change, response.text)
+        assert response.json()["errors"][0]["field"] == field, (change, response.json())
+    lens = {**base, "kind": "lens", "model": "toy-a", "params": {"circuit_id": other}}
+    mismatch = client.post("/analyses", json=lens, headers=auth())
+    assert f"circuit {other} is of toy-a on country_language" in mismatch.json()["message"]
+    for change, message in [
+        ({"relation": "nope"}, "unknown relation 'nope'"),
+        ({"kind": "lens", "params": {"circuit_id": 424242}}, "no circuit with id 424242"),
+    ]:
+        response = client.post("/analyses", json={**base, **change}, headers=auth())
+        assert response.status_code == 404 and message in response.json()["message"], response.text
+    assert sender.sent == [] and len(_analysis_jobs(catalogue)) == before
+
+
+def test_an_analysis_with_the_broker_down_is_not_left_queued(
+    client: TestClient, catalogue: Catalogue, sender: RecordingSender
+) -> None:
+    sender.fail = True
+    body = {"kind": "lens", "model": "tiny-llama", "relation": "name_gender", "params": {"max_facts": 3}}
+    response = client.post("/analyses", json=body, headers=auth())
+    assert response.status_code == 503 and "broker" in response.json()["message"]
+    [job] = [j for j in _analysis_jobs(catalogue) if j.request["relation"] == "name_gender"]
+    assert job.status == "failed" and job.error == "could not be queued: ConnectionError"
+    sender.fail = False
+    retry = client.post("/analyses", json=body, headers=auth())  # the failed one does not hold the request
+    assert retry.status_code == 201 and retry.json()["job"]["id"] != job.id

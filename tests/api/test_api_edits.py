@@ -7,7 +7,7 @@ from __future__ import annotations
 from api_helpers import Catalogue, RecordingSender, auth
 from fastapi.testclient import TestClient
 
-from atlas.db.edits import ComponentChange, EditJobRequest, EditRecord, store_edit
+from atlas.db.edits import ComponentChange, EditRecord, EditSpec, store_edit
 from atlas.db.store import ModelInfo
 
 TOY_A = ModelInfo("toy-a", "LlamaForCausalLM", 2, 4, 64, "float32", "a" * 64)
@@ -27,7 +27,7 @@ DIFF = {
 
 def _stored_edit(catalogue: Catalogue, subject: str = "Spain", new_object: str = "Rome") -> tuple[int, dict]:
     edit = {"method": "rome", "layer": 1}
-    request = EditJobRequest("toy-a", "country_capital_city", subject, new_object, edit).normalized()
+    request = EditSpec("toy-a", "country_capital_city", subject, new_object, edit).normalized()
     record = EditRecord(
         request=request,
         key=request.key(),

@@ -1,6 +1,6 @@
 """The API process never imports torch: it builds the app, answers reads and schedules a job (the path that
-looks runs up in the catalogue), reads stored analyses, reads edits and schedules one, with torch absent from
-sys.modules."""
+looks runs up in the catalogue), reads stored analyses and schedules one, reads edits and schedules one, with
+torch absent from sys.modules."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ statuses = [
               "new_object": "Berlin", "layer": 1},
         headers={"Authorization": "Bearer t"},
     ).status_code,
+    client.post(
+        "/analyses",
+        json={"kind": "hallucination", "model": "tiny-llama", "relation": "country_capital_city",
+              "params": {"max_checked": 8}},
+        headers={"Authorization": "Bearer t"},
+    ).status_code,
 ]
 heavy = sorted(m for m in ("torch", "transformers", "transformer_lens") if m in sys.modules)
 print(json.dumps({"statuses": statuses, "sent": sent, "torch": "torch" in sys.modules, "heavy": heavy}))
@@ -62,6 +68,6 @@ def test_the_api_never_imports_torch(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["statuses"] == [200, 200, 200, 200, 200, 200, 201, 200, 200, 200, 404, 201]
-    assert result["sent"] == [1, 2]
+    assert result["statuses"] == [200, 200, 200, 200, 200, 200, 201, 200, 200, 200, 404, 201, 201]
+    assert result["sent"] == [1, 2, 3]
     assert result["heavy"] == [] and result["torch"] is False

@@ -16,17 +16,17 @@ from atlas.core.editing import EDITORS, EditError, EditParams
 from atlas.db.edits import (
     EDIT_METHODS,
     EDIT_PARAM_NAMES,
-    EditJobRequest,
     edit_comparison,
     edit_component_changes,
     get_edit,
     list_edits,
-    submit_edit_job,
 )
 from atlas.db.jobs import JobError, get_job
 from atlas.db.store import count_rows, import_relations
 from atlas.edit_jobs import run_edit
 from atlas.jobs import cached_model
+from atlas.tasks.edit import EditJobRequest
+from atlas.tasks.submit import submit_job
 
 RELATION = "country_capital_city"
 QUICK = {"method": "rome", "layer": 1, "steps": 3, "n_prefixes": 2, "cov_tokens": 256}
@@ -86,8 +86,8 @@ def test_an_edit_job_stores_one_edit_once_and_leaves_the_cached_model_alone(cata
     assert (group["method"], group["layer"], group["n_edits"]) == ("rome", 1, 1)
 
     # Submitting the stored edit queues nothing: the edit is returned.
-    submission = submit_edit_job(catalogue, REQUEST)
-    assert (submission.job_id, submission.edit_id) == (None, stored.edit_id)
+    submission = submit_job(catalogue, REQUEST)
+    assert (submission.job_id, submission.found["edit_id"]) == (None, stored.edit_id)
 
 
 BAD = [
@@ -112,20 +112,20 @@ def test_bad_edits_fail_clearly_and_store_nothing(
         run_edit(catalogue, request)
     if error is JobError:  # checked without the model: the queue refuses it too
         with pytest.raises(JobError, match=message):
-            submit_edit_job(catalogue, request)
+            submit_job(catalogue, request)
     rows = count_rows(catalogue)
     assert rows["edits"] == rows["edit_components"] == rows["jobs"] == 0
 
 
 def test_edit_jobs_are_submitted_once(catalogue: Engine) -> None:
-    first = submit_edit_job(catalogue, REQUEST, "cpu")
-    assert first.created and first.job_id is not None and first.edit_id is None
+    first = submit_job(catalogue, REQUEST, "cpu")
+    assert first.created and first.job_id is not None and first.found["edit_id"] is None
     job = get_job(catalogue, first.job_id)
     assert job["kind"] == "edit" and job["request"]["subject"] == "France"
-    assert EditJobRequest.from_json(job["request"]).key() == REQUEST.key()
-    second = submit_edit_job(catalogue, REQUEST, "cpu")
+    assert EditJobRequest.from_dict(job["request"]).key() == REQUEST.key()
+    second = submit_job(catalogue, REQUEST, "cpu")
     assert (second.job_id, second.created) == (first.job_id, False)
     with pytest.raises(JobError, match="unknown relation 'nope'"):
-        submit_edit_job(catalogue, dataclasses.replace(REQUEST, relation="nope"))
+        submit_job(catalogue, dataclasses.replace(REQUEST, relation="nope"))
     with pytest.raises(JobError, match="queue must be one of"):
-        submit_edit_job(catalogue, dataclasses.replace(REQUEST, subject="Spain"), "tpu")
+        submit_job(catalogue, dataclasses.replace(REQUEST, subject="Spain"), "tpu")

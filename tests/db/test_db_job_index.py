@@ -11,10 +11,11 @@ from sqlalchemy import Engine, column, insert, select, table, update
 from sqlalchemy.exc import IntegrityError
 
 from atlas.db.engine import make_engine, upgrade
-from atlas.db.jobs import DiscoveryRequest, DuplicateJob, insert_job
+from atlas.db.jobs import DuplicateJob, insert_job
 from atlas.db.models import Job
 from atlas.db.store import transaction
 from atlas.spec.params import DiscoveryParams
+from atlas.tasks.discover import DiscoveryRequest
 
 REQUEST = DiscoveryRequest("tiny-llama", ("country_language",), DiscoveryParams())
 
@@ -24,7 +25,7 @@ def _row(status: str = "queued", key: str = REQUEST.key()) -> dict[str, object]:
         "kind": "discover",
         "queue": "cpu",
         "model_name": REQUEST.model,
-        "request": REQUEST.to_json(),
+        "request": REQUEST.to_dict(),
         "request_key": key,
         "status": status,
         "relations_total": 1,
@@ -66,7 +67,7 @@ def test_a_second_active_row_is_refused_by_the_database(engine: Engine) -> None:
 def test_insert_job_names_the_active_job(engine: Engine) -> None:
     def insert_one() -> int:
         with transaction(engine, write=True) as session:
-            return insert_job(session, "discover", REQUEST.model, REQUEST.to_json(), REQUEST.key(), "cpu", 1)
+            return insert_job(session, "discover", REQUEST.model, REQUEST.to_dict(), REQUEST.key(), "cpu", 1)
 
     first = insert_one()
     with pytest.raises(DuplicateJob, match=f"job {first}") as raised:

@@ -50,10 +50,11 @@ def add_extras(catalogue: Catalogue) -> tuple[int, int, int]:
     job: what the edit page, the curve plot and the jobs page show."""
     from sqlalchemy import insert, select, update
 
-    from atlas.db.jobs import DiscoveryRequest, submit_job
     from atlas.db.models import Component, Edit, EditComponent, Evaluation, Model, Relation
     from atlas.db.queries import circuit_detail
     from atlas.db.store import transaction
+    from atlas.tasks.discover import DiscoveryRequest
+    from atlas.tasks.submit import submit_job
 
     engine = catalogue.engine
     first = catalogue.circuits[("toy-a", "country_capital_city", "eap-ig")]

@@ -21,8 +21,9 @@ from sqlalchemy import Engine, inspect
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.core.discover import DiscoveryParams  # re-exported on every layout of the params
 from atlas.db.engine import make_engine
-from atlas.db.jobs import DiscoveryRequest, get_job
+from atlas.db.jobs import get_job
 from atlas.db.store import import_relations
+from atlas.tasks.discover import DiscoveryRequest
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -34,10 +34,11 @@ from sqlalchemy.engine import make_url
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
-from atlas.db.jobs import DiscoveryRequest, get_job
+from atlas.db.jobs import get_job
 from atlas.db.models import Circuit, Run
 from atlas.db.store import import_relations
 from atlas.spec.params import DiscoveryParams
+from atlas.tasks.discover import DiscoveryRequest
 
 REDIS_DB = 10
 QUICK = DiscoveryParams(method="eap", max_facts=4, curve=False, known_only=False)
@@ -152,7 +153,7 @@ def test_a_job_outlives_a_database_outage_longer_than_its_retry_budget(
 
     resubmitted = submit_and_send(services.engine, again, "cpu")
     assert resubmitted.job_id is None
-    assert sorted(resubmitted.existing_circuits.values()) == sorted(job["circuit_ids"])
+    assert sorted(resubmitted.found["existing_circuits"].values()) == sorted(job["circuit_ids"])
 
 
 def test_a_job_that_keeps_failing_transiently_fails_with_its_error(

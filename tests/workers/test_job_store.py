@@ -14,7 +14,6 @@ from sqlalchemy.exc import OperationalError
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import (
-    DiscoveryRequest,
     JobError,
     ModelUnavailable,
     cancel_job,
@@ -23,11 +22,12 @@ from atlas.db.jobs import (
     get_job,
     list_jobs,
     report_progress,
-    submit_job,
 )
 from atlas.db.store import ModelInfo, import_relations, register_model
-from atlas.jobs import execute_job
 from atlas.spec.params import DiscoveryParams
+from atlas.tasks.discover import DiscoveryRequest
+from atlas.tasks.runtime import execute_job
+from atlas.tasks.submit import submit_job
 
 REQUEST = DiscoveryRequest(
     "tiny-llama", ("country_capital_city",), DiscoveryParams(method="eap", max_facts=2)
@@ -155,37 +155,33 @@ def test_a_failed_heartbeat_is_logged(
     def down(*args: object) -> bool:
         raise OperationalError("update jobs", {}, Exception("server closed the connection"))
 
-    def work(context: object, request: object) -> None:
+    def work(request: object, context: object) -> None:
         time.sleep(0.5)
 
     job_id = submit_job(engine, REQUEST).job_id
     assert job_id is not None
     monkeypatch.setattr(job_store, "heartbeat", down)
-    monkeypatch.setattr("atlas.jobs._work_of", lambda kind: work)
-    with caplog.at_level("WARNING", logger="atlas.jobs"):
+    monkeypatch.setattr(DiscoveryRequest, "run", work)
+    with caplog.at_level("WARNING", logger="atlas.tasks.runtime"):
         outcome = execute_job(engine, job_id, "w1", heartbeat_every=0.1)
     assert outcome.status == "done"
     beats = [r.getMessage() for r in caplog.records if "heartbeat failed" in r.getMessage()]
     assert len(beats) >= 2 and "server closed the connection" in beats[0], caplog.text
 
 
-def test_a_job_taken_over_while_it_ran_is_not_reported_done(engine: Engine) -> None:
+def test_a_job_taken_over_while_it_ran_is_not_reported_done(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """finish_job refuses a job this worker no longer holds; execute_job then says "lost", not "done"."""
     job_id = submit_job(engine, REQUEST).job_id
     assert job_id is not None
 
-    def work(context: object, request: object) -> None:
+    def work(request: object, context: object) -> None:
         time.sleep(0.05)
         assert claim_job(engine, job_id, "w2", stale_after=0.01) == "claimed"  # w1 looked dead
 
-    import atlas.jobs
-
-    original = atlas.jobs._work_of
-    atlas.jobs._work_of = lambda kind: work  # type: ignore[assignment]
-    try:
-        outcome = execute_job(engine, job_id, "w1", heartbeat_every=60)
-    finally:
-        atlas.jobs._work_of = original
+    monkeypatch.setattr(DiscoveryRequest, "run", work)
+    outcome = execute_job(engine, job_id, "w1", heartbeat_every=60)
     job = get_job(engine, job_id)
     assert outcome.status == "lost"
     assert (job["status"], job["worker"]) == ("running", "w2")

@@ -1,7 +1,8 @@
 """Real `atlas worker` processes against the real Redis and PostgreSQL, running real extractions on the
 tiny Llama: a job runs and stores its circuit; a worker killed with SIGKILL mid-job is replaced and the job
 completes with exactly one circuit per relation; two workers share a queue and run each job once; bad
-parameters are refused before anything is queued."""
+parameters are refused before anything is queued; an edit job and an analysis job (queued by
+`atlas analyze ... --enqueue`) run and store their result; a job of an unknown kind fails with its message."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from processes import use_broker
 from services import WorkerProcess, pg_database, require_pg, require_redis, wait_for
 from sqlalchemy import Engine, func, select
 
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
-from atlas.db.jobs import DiscoveryRequest, JobError, get_job
+from atlas.db.jobs import JobError, get_job
 from atlas.db.models import Circuit, Job, Run
 from atlas.db.store import import_relations
 from atlas.spec.params import DiscoveryParams
+from atlas.tasks.discover import DiscoveryRequest
 
 REDIS_DB = 12
 # Small, quick runs on the tiny random model (it knows no facts, so unknown facts are kept).
@@ -58,9 +61,7 @@ def _use_services(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from atlas.config import get_settings
 
     get_settings.cache_clear()
-    import workers.app
-
-    workers.app.app.conf.broker_url = env["ATLAS_BROKER_URL"]
+    use_broker(env["ATLAS_BROKER_URL"])  # not only the URL: Celery caches the previous test's pools
 
 
 def _submit(
@@ -107,7 +108,8 @@ def test_worker_runs_a_job_and_stores_its_circuit(
     from workers.enqueue import submit_and_send
 
     again = submit_and_send(engine, DiscoveryRequest("tiny-llama", RELATIONS[:2], QUICK), "cpu")
-    assert again.job_id is None and sorted(again.existing_circuits.values()) == sorted(job["circuit_ids"])
+    assert again.job_id is None
+    assert sorted(again.found["existing_circuits"].values()) == sorted(job["circuit_ids"])
 
 
 def test_sigkilled_worker_job_completes_once_on_a_fresh_worker(
@@ -206,14 +208,16 @@ def test_worker_runs_an_edit_job_end_to_end(
 ) -> None:
     """An edit job (as `atlas edit --enqueue` submits it) runs on a worker and stores one edit; the same
     edit submitted again is found in the catalogue."""
-    from atlas.db.edits import EditJobRequest, get_edit, submit_edit_job
+    from atlas.db.edits import get_edit
+    from atlas.tasks.edit import EditJobRequest
+    from atlas.tasks.submit import submit_job
     from workers.enqueue import send_new_job
 
     engine, env = services
     _use_services(env, monkeypatch)
     edit = {"method": "rome", "layer": 1, "steps": 3, "n_prefixes": 2, "cov_tokens": 256}
     request = EditJobRequest("tiny-llama", "country_capital_city", "Japan", "Rome", edit, n_neighbours=1)
-    submission = submit_edit_job(engine, request, "cpu")
+    submission = submit_job(engine, request, "cpu")
     assert submission.created and submission.job_id is not None
     send_new_job(engine, submission.job_id, "cpu")
     worker = WorkerProcess(env, tmp_path / "worker.log")
@@ -228,5 +232,73 @@ def test_worker_runs_an_edit_job_end_to_end(
     assert job["kind"] == "edit" and job["progress"]["relations_done"] == 1 and len(job["edit_ids"]) == 1
     stored = get_edit(engine, job["edit_ids"][0])
     assert stored["subject"] == "Japan" and stored["new_object"] == "Rome" and stored["components"]
-    again = submit_edit_job(engine, request, "cpu")
-    assert (again.job_id, again.edit_id) == (None, stored["id"])
+    again = submit_job(engine, request, "cpu")
+    assert (again.job_id, again.found["edit_id"]) == (None, stored["id"])
+
+
+def test_worker_runs_an_analysis_queued_by_the_cli_and_fails_an_unknown_kind(
+    services: tuple[Engine, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`atlas analyze lens --enqueue` records an analysis job and sends it; the same command again finds the
+    queued job; a worker runs it and stores one analysis, which the job names; the command once more finds
+    the stored analysis and queues nothing. A job row of a kind no registry entry names fails on the same
+    worker with the registry's message."""
+    import json
+
+    from click.testing import CliRunner
+
+    from atlas.cli import main
+    from atlas.db.analyses import get_analysis
+    from atlas.db.jobs import insert_job
+    from atlas.db.store import transaction
+    from workers.enqueue import send_job
+
+    engine, env = services
+    _use_services(env, monkeypatch)
+    command = [
+        "analyze", "lens", "--model", "tiny-llama", "--relation", "country_capital_city", "--max-facts", "2",
+        "--database-url", env["ATLAS_DATABASE_URL"], "--enqueue",
+    ]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(main, [*command, "--json"])
+    assert first.exit_code == 0, first.output
+    queued = json.loads(first.output)
+    assert queued["created"] is True and queued["analysis_id"] is None
+    job_id = queued["job_id"]
+    again = runner.invoke(main, command)
+    assert again.exit_code == 0 and f"job {job_id}: the same job is already queued" in again.output
+    with transaction(engine, write=True) as session:
+        unknown = insert_job(session, "mystery", "tiny-llama", {"model": "tiny-llama"}, "f" * 64, "cpu", 1)
+    send_job(unknown, "cpu")
+    assert redis.Redis.from_url(env["ATLAS_BROKER_URL"]).llen("cpu") == 2  # one message each
+
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_for(
+            lambda: {_status(engine, job_id), _status(engine, unknown)} <= {"done", "failed"},
+            240,
+            "the analysis and the unknown kind",
+            worker.output,
+        )
+    finally:
+        worker.stop()
+    job = get_job(engine, job_id)
+    assert job["status"] == "done", job["error"]
+    assert job["kind"] == "analysis" and job["request"]["analysis"] == "lens"
+    assert job["request"]["params"] == {"max_facts": 2, "template": None, "circuit_id": None}
+    assert job["progress"]["relations_done"] == 1 and len(job["analysis_ids"]) == 1
+    assert job["circuit_ids"] == job["edit_ids"] == []
+    stored = get_analysis(engine, job["analysis_ids"][0])
+    assert (stored["kind"], stored["model"], stored["relation"]) == ("lens", "tiny-llama", RELATIONS[0])
+    assert stored["params"] == {"max_facts": 2, "template": None, "circuit_id": None}
+    assert stored["result"]["n_prompts"] == 2 and stored["result"]["components"]
+
+    failed = get_job(engine, unknown)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"] == "unknown job kind 'mystery': one of discover, edit, analysis"
+
+    found = runner.invoke(main, [*command, "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output) == {"job_id": None, "created": False, "analysis_id": stored["id"]}
+    shown = runner.invoke(main, command)
+    assert f"already in the catalogue: analysis {stored['id']} (nothing queued)" in shown.output
