@@ -391,7 +391,10 @@ class JobRequest(BaseModel):
         None, ge=1, description="Node level: the cap in heads and MLPs (a quarter)."
     )
     top_n: int | None = Field(None, ge=1, le=1_000_000, description="A fixed size instead: the top-n edges.")
-    threshold: float | None = Field(None, ge=0, description="Or every edge with |score| >= it.")
+    threshold: float | None = Field(None, ge=0, description="Or every edge ranked at least it.")
+    ranking: Literal["signed", "absolute"] = Field(
+        "signed", description="signed: edges whose ablation lowers the metric most first; absolute: |score|."
+    )
     bootstrap: int = Field(
         DEFAULT_BOOTSTRAP,
         ge=0,

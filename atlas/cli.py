@@ -19,6 +19,7 @@ from atlas.db.cli import register as register_catalogue_commands
 from atlas.edit_cli import register as register_edit_commands
 from atlas.json_safe import finite
 from atlas.spec.errors import AtlasError
+from atlas.spec.graph import RANKINGS
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES
 from atlas.spec.params import (
     ABLATIONS,
@@ -127,9 +128,16 @@ def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help=f"Node level: the search's cap in heads and MLPs [{DEFAULT_MAX_NODE_FRACTION:.0%} of them].",
         ),
         click.option(
-            "--top-n", type=int, default=None, help="A fixed size instead: the n highest-|score| edges."
+            "--top-n", type=int, default=None, help="A fixed size instead: the n best-ranked edges."
         ),
-        click.option("--threshold", type=float, default=None, help="Or every edge with |score| >= this."),
+        click.option("--threshold", type=float, default=None, help="Or every edge ranked at least this."),
+        click.option(
+            "--ranking",
+            type=click.Choice(RANKINGS),
+            default="signed",
+            show_default=True,
+            help="signed: edges whose ablation lowers the metric most first; absolute: the largest |score|.",
+        ),
         click.option(
             "--bootstrap",
             type=int,
@@ -172,6 +180,7 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
         max_nodes=options.get("max_nodes"),
         top_n=options["top_n"],
         threshold=options["threshold"],
+        ranking=options.get("ranking", "signed"),
         bootstrap=options.get("bootstrap", DEFAULT_BOOTSTRAP),
         max_facts=options["max_facts"],
         template=template,

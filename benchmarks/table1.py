@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None, help="target faithfulness [the default]")
     parser.add_argument("--template", default=None, help="a template index, or 'auto'")
     parser.add_argument("--metric", default="logprob")
+    parser.add_argument("--ranking", default="signed", choices=("signed", "absolute"))
     parser.add_argument("--json", default="", help="append each relation's summary here (JSON lines)")
     parser.add_argument("--resume", action="store_true", help="skip relations --json already holds")
     parser.add_argument("--from-json", default="", help="only print the tables of a finished run")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if args.resume and args.json and Path(args.json).exists():
         rows = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line]
-        done = {(r["method"], r["corpus"], r["relation"]) for r in rows}
+        done = {(r["method"], r["corpus"], r["relation"]) for r in rows if r.get("ranking") == args.ranking}
     model = load_model(args.model, device=args.device)
     template: str | int | None = int(args.template) if (args.template or "").isdigit() else args.template
     for method in args.methods.split(","):
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             method=method,
             ig_steps=args.ig_steps,
             metric=args.metric,
+            ranking=args.ranking,
             max_facts=args.max_facts,
             target_faithfulness=args.target,
             template=template,
@@ -98,8 +100,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if (method, corpus, relation.name) in done:
                 continue
             clock = time.perf_counter()
-            row: dict[str, Any] = {"method": method, "corpus": corpus, "relation": relation.name,
-                                   "category": relation.category, "load": os.getloadavg()[0]}  # fmt: skip
+            row: dict[str, Any] = {"method": method, "ranking": args.ranking, "corpus": corpus,
+                                   "relation": relation.name, "category": relation.category,
+                                   "load": os.getloadavg()[0]}  # fmt: skip
             try:
                 row.update(discover(model, relation, params).summary())
             except (DiscoveryError, PairingError) as error:
@@ -146,9 +149,9 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
     loads = [r["load"] for r in rows if "load" in r]
     if loads:
         print(f"load average during the run: {min(loads):.1f} to {max(loads):.1f} (os.getloadavg, 1 min)\n")
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        print(f"### {method}\n")
+    for method, ranking in dict.fromkeys((r["method"], r.get("ranking", "absolute")) for r in rows):
+        mine = [r for r in rows if r["method"] == method and r.get("ranking", "absolute") == ranking]
+        print(f"### {method}, {ranking} ranking\n")
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for r in mine:

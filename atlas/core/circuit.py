@@ -61,14 +61,14 @@ def prune(graph: Graph, edges: torch.Tensor) -> torch.Tensor:
     return _tensor(index.prune(graph, edges.cpu().numpy()))
 
 
-def top_n(graph: Graph, scores: torch.Tensor, n: int) -> Circuit:
-    """The n highest-|score| edges, then pruned (so the circuit can end up smaller than n)."""
-    return Circuit(graph, _tensor(index.top_n_edges(graph, _numpy(scores), n)))
+def top_n(graph: Graph, scores: torch.Tensor, n: int, ranking: str = "absolute") -> Circuit:
+    """The n best-ranked edges, then pruned (so the circuit can end up smaller than n)."""
+    return Circuit(graph, _tensor(index.top_n_edges(graph, _numpy(scores), n, ranking)))
 
 
-def threshold(graph: Graph, scores: torch.Tensor, tau: float) -> Circuit:
-    """Edges with |score| >= tau, pruned."""
-    return Circuit(graph, _tensor(index.threshold_edges(graph, _numpy(scores), tau)))
+def threshold(graph: Graph, scores: torch.Tensor, tau: float, ranking: str = "absolute") -> Circuit:
+    """Edges ranked at least tau (|score| >= tau by default), pruned."""
+    return Circuit(graph, _tensor(index.threshold_edges(graph, _numpy(scores), tau, ranking)))
 
 
 def random_circuit(graph: Graph, n_edges: int, seed: int = 0) -> Circuit:
@@ -82,9 +82,9 @@ def node_circuit(graph: Graph, kept_writers: torch.Tensor) -> Circuit:
     return Circuit(graph, _tensor(index.node_circuit_edges(graph, kept_writers.cpu().numpy())), level="node")
 
 
-def top_n_nodes(graph: Graph, node_scores: torch.Tensor, n: int) -> Circuit:
-    """The n heads and MLPs with the highest |score| (the input is always kept)."""
-    return Circuit(graph, _tensor(index.top_n_nodes(graph, _numpy(node_scores), n)), level="node")
+def top_n_nodes(graph: Graph, node_scores: torch.Tensor, n: int, ranking: str = "absolute") -> Circuit:
+    """The n best-ranked heads and MLPs (the input is always kept)."""
+    return Circuit(graph, _tensor(index.top_n_nodes(graph, _numpy(node_scores), n, ranking)), level="node")
 
 
 def random_node_circuit(graph: Graph, n: int, seed: int = 0) -> Circuit:

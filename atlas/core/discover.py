@@ -226,7 +226,7 @@ def discover(
         )
         size, edges = search_size(
             evaluator,
-            score_order(graph, scores),
+            score_order(graph, scores, params.ranking),
             params.target,
             cap,
             curve_sizes(graph, level) if params.curve else (),
@@ -240,7 +240,7 @@ def discover(
         else random_circuit(graph, circuit.n_edges, seed=params.seed)
     )
     evaluation = evaluator.evaluate(circuit, random)
-    curve = faithfulness_curve(evaluator, scores) if params.curve else None
+    curve = faithfulness_curve(evaluator, scores, ranking=params.ranking) if params.curve else None
     heldout = None
     if heldout_pairs:
         heldout_batches = make_batches(heldout_pairs, params.batch_size, pad)

@@ -265,10 +265,12 @@ def top_circuit(graph: Graph, order: np.ndarray, n: int, level: str) -> torch.Te
     return torch.from_numpy(index.prune(graph, index.mask_of(graph, order[:n])))
 
 
-def score_order(graph: Graph, scores: torch.Tensor) -> np.ndarray:
-    """Edges (flat indices) or, for node scores `[n_writers]`, heads and MLPs, highest |score| first."""
+def score_order(graph: Graph, scores: torch.Tensor, ranking: str = "absolute") -> np.ndarray:
+    """Edges (flat indices) or, for node scores `[n_writers]`, heads and MLPs, best-ranked first."""
     values = scores.detach().cpu().double().numpy()
-    return index.node_order(graph, values) if values.ndim == 1 else index.edge_order(graph, values)
+    if values.ndim == 1:
+        return index.node_order(graph, values, ranking)
+    return index.edge_order(graph, values, ranking)
 
 
 def circuit_size(edges: torch.Tensor, graph: Graph, level: str) -> int:
@@ -279,11 +281,14 @@ def circuit_size(edges: torch.Tensor, graph: Graph, level: str) -> int:
 
 
 def faithfulness_curve(
-    evaluator: Evaluator, scores: torch.Tensor, percents: Sequence[float] = CURVE_PERCENTS
+    evaluator: Evaluator,
+    scores: torch.Tensor,
+    percents: Sequence[float] = CURVE_PERCENTS,
+    ranking: str = "absolute",
 ) -> FaithfulnessCurve:
-    """Faithfulness of the top-|score| circuit at each size in `percents` of the graph."""
+    """Faithfulness of the best-ranked circuit at each size in `percents` of the graph."""
     graph, level = evaluator.graph, evaluator.level
-    order = score_order(graph, scores)
+    order = score_order(graph, scores, ranking)
     circuits = [top_circuit(graph, order, n, level) for n in curve_sizes(graph, level, percents)]
     outcomes = evaluator.outcomes(circuits)
     return FaithfulnessCurve(

@@ -42,14 +42,14 @@ class Stability:
 def select_from_scores(
     graph: Graph, scores: np.ndarray, params: DiscoveryParams, level: str, n_top: int | None
 ) -> np.ndarray:
-    """The circuit (bool edge mask) that `params`' rule cuts from `scores` (numpy): `n_top` top-|score|
+    """The circuit (bool edge mask) that `params`' rule cuts from `scores` (numpy): the `n_top` best-ranked
     edges or nodes when given (the size a faithfulness search settled on), else the run's top-n or
     threshold."""
     if level == "node":
-        return index.top_n_nodes(graph, scores, n_top or params.top_n or DEFAULT_TOP_N_NODES)
+        return index.top_n_nodes(graph, scores, n_top or params.top_n or DEFAULT_TOP_N_NODES, params.ranking)
     if n_top is None and params.threshold is not None:
-        return index.threshold_edges(graph, scores, params.threshold)
-    return index.top_n_edges(graph, scores, n_top or params.top_n or DEFAULT_TOP_N)
+        return index.threshold_edges(graph, scores, params.threshold, params.ranking)
+    return index.top_n_edges(graph, scores, n_top or params.top_n or DEFAULT_TOP_N, params.ranking)
 
 
 def bootstrap_stability(

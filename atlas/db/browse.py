@@ -290,7 +290,7 @@ def eap_graph_json(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
             entry["score"] = float(stored.scores[i])
         nodes[name] = entry
     edges: dict[str, dict[str, Any]] = {}
-    writers, readers = np.nonzero(graph.valid_edges)
+    writers, readers = np.nonzero(graph.valid)
     values = (
         stored.scores[writers, readers].astype(np.float64).tolist()
         if not node_level

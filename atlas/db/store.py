@@ -681,10 +681,10 @@ def selected_edges(
     from atlas.spec import graph as index
     from atlas.spec.params import DEFAULT_TOP_N
 
-    magnitude = scores.detach().abs().cpu().double().numpy()
+    values = scores.detach().cpu().double().numpy()
     if n_top is None and params.threshold is not None:
-        return torch.from_numpy((magnitude >= params.threshold) & graph.valid)
-    order = index.edge_order(graph, magnitude)
+        return torch.from_numpy((index.rank_values(values, params.ranking) >= params.threshold) & graph.valid)
+    order = index.edge_order(graph, values, params.ranking)
     return torch.from_numpy(
         np.ascontiguousarray(index.mask_of(graph, order[: n_top or params.top_n or DEFAULT_TOP_N]))
     )
@@ -764,46 +764,6 @@ def _evaluation(
             for p in curve.points
         ],
     )
-
-
-# ------------------------------------------------------------------------------------------ reading scores
-
-
-def load_scores(target: Engine | Session, circuit_id: int) -> torch.Tensor:
-    """The circuit's full score matrix `[n_writers, n_readers]` (zero at invalid edges), or its node scores
-    `[n_writers]` for a node-level circuit."""
-    import numpy as np
-    import torch
-
-    from atlas.core.graph import Graph
-
-    with transaction(target) as session:
-        row = session.get(Circuit, circuit_id)
-        if row is None:
-            raise NotCatalogued(f"no circuit with id {circuit_id}")
-        model = row.run.model
-        values = torch.from_numpy(np.frombuffer(row.scores, dtype=row.score_dtype).astype(np.float32))
-        if row.layout == "nodes":
-            return values
-        graph = Graph(model.n_layers, model.n_heads)
-        matrix = torch.zeros(row.score_rows, row.score_cols, dtype=torch.float32)
-        matrix[graph.valid_edges] = values
-        return matrix
-
-
-def recut(target: Engine | Session, circuit_id: int, n: int) -> CoreCircuit:
-    """The stored circuit's top-n circuit at another size, from its stored scores (no recomputation)."""
-    from atlas.core.circuit import top_n, top_n_nodes
-    from atlas.core.graph import Graph
-
-    with transaction(target) as session:
-        row = session.get(Circuit, circuit_id)
-        if row is None:
-            raise NotCatalogued(f"no circuit with id {circuit_id}")
-        graph = Graph(row.run.model.n_layers, row.run.model.n_heads)
-        level = row.level
-    scores = load_scores(target, circuit_id)
-    return top_n(graph, scores, n) if level == "edge" else top_n_nodes(graph, scores, n)
 
 
 def count_rows(target: Engine | Session) -> dict[str, int]:

@@ -6,9 +6,11 @@ Readers (what reads the residual stream): each head's q, k and v inputs `a{L}.h{
 and `logits`. An edge joins a writer to every later reader; edge scores live in a dense
 `[n_writers, n_readers]` array and names are views over its indices (EAP-IG's convention).
 
-Selection: the n highest-|score| edges (ties: the lower flat index first), or every edge with |score| at
-least a threshold, then pruned to edges on some input -> logits path; at node level, the n highest-|score|
-heads and MLPs and the subgraph they induce.
+Selection: the n best-ranked edges (ties: the lower flat index first), or every edge ranked at least a
+threshold, then pruned to edges on some input -> logits path; at node level, the n best-ranked heads and MLPs
+and the subgraph they induce. Two rankings (`RANKINGS`): "signed", the edges whose ablation lowers the metric
+most first (a score is the estimated change of the metric when the edge is ablated, so the most negative
+first), and "absolute", the largest |score| first (edges that raise the metric when ablated rank as high).
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from functools import cached_property
 import numpy as np
 
 QKV = ("q", "k", "v")
+RANKINGS = ("signed", "absolute")
+
+
+def rank_values(scores: np.ndarray, ranking: str = "absolute") -> np.ndarray:
+    """What edges (or nodes) are ranked by, highest first: -score ("signed") or |score| ("absolute")."""
+    values = np.asarray(scores, dtype=np.float64)
+    if ranking == "signed":
+        return -values
+    if ranking == "absolute":
+        return np.abs(values)
+    raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
 
 
 @dataclass(frozen=True)
@@ -171,10 +184,10 @@ def prune(graph: GraphIndex, edges: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- selection
 
 
-def edge_order(graph: GraphIndex, scores: np.ndarray) -> np.ndarray:
-    """Flat indices (writer * n_readers + reader) of the valid edges, highest |score| first; ties keep
-    index order, so every caller cuts the same circuit from the same scores."""
-    flat = np.abs(np.asarray(scores, dtype=np.float64)).ravel()
+def edge_order(graph: GraphIndex, scores: np.ndarray, ranking: str = "absolute") -> np.ndarray:
+    """Flat indices (writer * n_readers + reader) of the valid edges, best-ranked first; ties keep index
+    order, so every caller cuts the same circuit from the same scores."""
+    flat = rank_values(scores, ranking).ravel()
     valid = np.flatnonzero(graph.valid.ravel())
     return valid[np.argsort(-flat[valid], kind="stable")]
 
@@ -185,24 +198,25 @@ def mask_of(graph: GraphIndex, flat_indices: np.ndarray) -> np.ndarray:
     return mask.reshape(graph.n_writers, graph.n_readers)
 
 
-def top_n_edges(graph: GraphIndex, scores: np.ndarray, n: int, order: np.ndarray | None = None) -> np.ndarray:
-    """The n highest-|score| valid edges, pruned: a bool `[n_writers, n_readers]` mask (so the circuit can
-    end up smaller than n). `order`: `edge_order(graph, scores)` when the caller already has it."""
+def top_n_edges(graph: GraphIndex, scores: np.ndarray, n: int, ranking: str = "absolute") -> np.ndarray:
+    """The n best-ranked valid edges, pruned: a bool `[n_writers, n_readers]` mask (so the circuit can end
+    up smaller than n)."""
     if n < 0:
         raise ValueError(f"top-n must be at least 0, got {n}")
-    order = edge_order(graph, scores) if order is None else order
-    return prune(graph, mask_of(graph, order[:n]))
+    return prune(graph, mask_of(graph, edge_order(graph, scores, ranking)[:n]))
 
 
-def threshold_edges(graph: GraphIndex, scores: np.ndarray, tau: float) -> np.ndarray:
-    """Valid edges with |score| >= tau, pruned."""
-    return prune(graph, np.abs(np.asarray(scores)) >= tau)
+def threshold_edges(
+    graph: GraphIndex, scores: np.ndarray, tau: float, ranking: str = "absolute"
+) -> np.ndarray:
+    """Valid edges ranked at least tau (|score| >= tau, or -score >= tau), pruned."""
+    return prune(graph, rank_values(scores, ranking) >= tau)
 
 
-def node_order(graph: GraphIndex, node_scores: np.ndarray) -> np.ndarray:
-    """Writer indices of the heads and MLPs, highest |score| first (ties: graph order); never `input`."""
-    magnitude = np.abs(np.asarray(node_scores, dtype=np.float64))[1:]
-    return 1 + np.argsort(-magnitude, kind="stable")
+def node_order(graph: GraphIndex, node_scores: np.ndarray, ranking: str = "absolute") -> np.ndarray:
+    """Writer indices of the heads and MLPs, best-ranked first (ties: graph order); never `input`."""
+    values = rank_values(node_scores, ranking)[1:]
+    return 1 + np.argsort(-values, kind="stable")
 
 
 def node_circuit_edges(graph: GraphIndex, kept_writers: np.ndarray) -> np.ndarray:
@@ -214,12 +228,12 @@ def node_circuit_edges(graph: GraphIndex, kept_writers: np.ndarray) -> np.ndarra
     return graph.valid & kept[:, None] & reader_kept[None, :]
 
 
-def top_n_nodes(graph: GraphIndex, node_scores: np.ndarray, n: int) -> np.ndarray:
-    """The edges of the n highest-|score| heads and MLPs (and `input`)."""
+def top_n_nodes(graph: GraphIndex, node_scores: np.ndarray, n: int, ranking: str = "absolute") -> np.ndarray:
+    """The edges of the n best-ranked heads and MLPs (and `input`)."""
     if n < 0:
         raise ValueError(f"top-n must be at least 0, got {n}")
     kept = np.zeros(graph.n_writers, dtype=bool)
-    kept[node_order(graph, node_scores)[:n]] = True
+    kept[node_order(graph, node_scores, ranking)[:n]] = True
     return node_circuit_edges(graph, kept)
 
 

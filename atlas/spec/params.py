@@ -2,11 +2,13 @@
 queue), and the run's key, a hash of its canonical parameters.
 
 A circuit's size is chosen by one of three rules:
-- `faithfulness` (the default): the smallest top-|score| circuit whose faithfulness on the discovery facts
+- `faithfulness` (the default): the smallest best-ranked circuit whose faithfulness on the discovery facts
   reaches `target_faithfulness` (0.8), searched up to `max_edges` edges (2% of the graph's edges) or, at node
   level, `max_nodes` heads and MLPs (a quarter of them);
-- `top_n`: the n highest-|score| edges (or nodes);
-- `threshold`: every edge with |score| at least the threshold.
+- `top_n`: the n best-ranked edges (or nodes);
+- `threshold`: every edge ranked at least the threshold.
+Edges are ranked `signed` (those whose ablation lowers the metric most first: the default) or `absolute`
+(largest |score| first), atlas.spec.graph.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from atlas.spec.errors import Invalid
+from atlas.spec.graph import RANKINGS
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES, method_spec
 
 Level = Literal["edge", "node"]
@@ -71,6 +74,7 @@ class DiscoveryParams:
     max_nodes: int | None = None  # None: DEFAULT_MAX_NODE_FRACTION of the heads and MLPs
     top_n: int | None = None
     threshold: float | None = None
+    ranking: str = "signed"  # atlas.spec.graph.RANKINGS
     bootstrap: int = DEFAULT_BOOTSTRAP  # resamples of the discovery facts for each member's stability; 0: off
     max_facts: int = 32
     heldout_fraction: float = 0.5  # of the known, paired facts, kept back for evaluation
@@ -129,6 +133,11 @@ class DiscoveryParams:
                 "ig_steps",
                 integer(self.ig_steps, 1, MAX_IG_STEPS),
                 f"ig-steps must be an integer from 1 to {MAX_IG_STEPS}, got {self.ig_steps!r}",
+            ),
+            (
+                "ranking",
+                self.ranking in RANKINGS,
+                f"ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}",
             ),
             (
                 "metric",
@@ -233,6 +242,7 @@ class DiscoveryParams:
             "level": level,
             "ablation": self.ablation,
             "selection": selection,
+            "ranking": self.ranking,
             "template": template_key(self.template),
             "seed": self.seed,
             "max_facts": self.max_facts,

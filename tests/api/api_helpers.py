@@ -24,7 +24,6 @@ from api.cache import ResponseCache
 from atlas.config import Settings
 from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Relation, Run
-from atlas.db.recut import GraphIndex, top_n_edges, top_n_nodes
 from atlas.db.store import (
     ModelInfo,
     default_code_version,
@@ -33,6 +32,7 @@ from atlas.db.store import (
     run_key,
     transaction,
 )
+from atlas.spec.graph import GraphIndex, edge_order, mask_of, top_n_edges, top_n_nodes
 from atlas.spec.params import DiscoveryParams
 
 TOKEN = "test-token-0123456789"
@@ -61,7 +61,7 @@ def _scores(graph: GraphIndex, rng: np.random.Generator) -> np.ndarray:
     skew = np.ones_like(base)
     skew[0, :] *= 2.0
     skew[:, graph.logits_reader] *= 2.0
-    return np.where(graph.valid_edges, base * skew, 0.0).astype(np.float32)
+    return np.where(graph.valid, base * skew, 0.0).astype(np.float32)
 
 
 def store_synthetic(
@@ -78,16 +78,13 @@ def store_synthetic(
     scores = _scores(graph, rng)
     n = params.top_n or 30
     if level == "edge":
-        flat = np.where(graph.valid_edges, np.abs(scores), -1.0).ravel()
-        selected = np.zeros(flat.size, dtype=bool)
-        selected[np.argsort(-flat, kind="stable")[:n]] = True
-        selected = selected.reshape(scores.shape)
-        edges = top_n_edges(graph, scores, n)
-        node_scores = (scores * graph.valid_edges).sum(1).astype(np.float64)
-        blob = np.ascontiguousarray(scores[graph.valid_edges], dtype="<f4").tobytes()
+        selected = mask_of(graph, edge_order(graph, scores, params.ranking)[:n])
+        edges = top_n_edges(graph, scores, n, params.ranking)
+        node_scores = (scores * graph.valid).sum(1).astype(np.float64)
+        blob = np.ascontiguousarray(scores[graph.valid], dtype="<f4").tobytes()
     else:
         node_scores = rng.standard_normal(graph.n_writers)
-        edges = top_n_nodes(graph, node_scores, n)
+        edges = top_n_nodes(graph, node_scores, n, params.ranking)
         selected = edges
         blob = np.ascontiguousarray(node_scores, dtype="<f4").tobytes()
     writers, readers = np.nonzero(edges)

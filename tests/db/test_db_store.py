@@ -10,8 +10,8 @@ import pickle
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 from db_helpers import CODE_VERSION, Discovered, store_when_told
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -21,15 +21,14 @@ from atlas.core.corpus import Fact as CorpusFact
 from atlas.db import CatalogueError, store
 from atlas.db.models import Circuit, CircuitEdge, Run
 from atlas.db.queries import circuit_detail
+from atlas.db.recut import load_scores, recut
 from atlas.db.store import (
     ModelInfo,
     add_facts,
     count_rows,
     find_circuit,
     import_relations,
-    load_scores,
     record_failure,
-    recut,
     store_discovery,
 )
 
@@ -62,7 +61,7 @@ def test_store_and_read_back(engine: Engine, discovered: dict[str, Discovered], 
     assert detail["run"]["facts"]["discovery"] == result.counts.discovery
     # The whole score matrix comes back (zero outside the valid edges).
     expected = result.scores * graph.valid_edges
-    assert torch.equal(load_scores(engine, circuit_id), expected)
+    assert np.array_equal(load_scores(engine, circuit_id).scores, expected.numpy())
     # Edges selected by score but pruned away are kept too, flagged out of the circuit.
     with Session(engine) as session:
         flags = session.scalars(
@@ -126,8 +125,10 @@ def test_recut_equals_top_n(
 ) -> None:
     d = discovered["substance_phase"]
     circuit_id = _store(engine, d, corpus_sha)
-    again = recut(engine, circuit_id, n)
-    assert torch.equal(again.edges, top_n(d.result.circuit.graph, d.result.scores, n).edges)
+    again = recut(engine, circuit_id, n)  # with the run's own ranking
+    expected = top_n(d.result.circuit.graph, d.result.scores, n, d.result.params.ranking)
+    assert {e["edge"] for e in again.edges} == set(expected.edge_names())
+    assert [x["node"] for x in again.nodes] == expected.nodes
 
 
 def test_node_level_circuit(engine: Engine, node_discovered: Discovered, corpus_sha: str) -> None:
@@ -137,9 +138,10 @@ def test_node_level_circuit(engine: Engine, node_discovered: Discovered, corpus_
     detail = circuit_detail(engine, circuit_id)
     assert [n["node"] for n in detail["nodes"]] == d.result.circuit.nodes
     assert {e["edge"] for e in detail["edges"]} == set(d.result.circuit.edge_names())
-    assert torch.equal(load_scores(engine, circuit_id), d.result.scores.float())
+    assert np.array_equal(load_scores(engine, circuit_id).scores, d.result.scores.float().numpy())
     graph = d.result.circuit.graph
-    assert torch.equal(recut(engine, circuit_id, 3).edges, top_n_nodes(graph, d.result.scores, 3).edges)
+    expected = top_n_nodes(graph, d.result.scores, 3, d.result.params.ranking)
+    assert {e["edge"] for e in recut(engine, circuit_id, 3).edges} == set(expected.edge_names())
 
 
 # ------------------------------------------------------------------------------------------------ bad input
