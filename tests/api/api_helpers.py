@@ -74,11 +74,18 @@ def store_synthetic(
     seed: int,
     level: str = "edge",
     target_met: bool | None = None,
+    planted: str | None = None,
 ) -> int:
-    """One circuit stored as store_discovery would store it; its id."""
+    """One circuit stored as store_discovery would store it; its id. `planted`: a head whose input -> head
+    (q) -> logits path outscores every other edge, so the circuit holds it."""
     graph = GraphIndex(info.n_layers, info.n_heads)
     rng = np.random.default_rng(seed)
     scores = _scores(graph, rng)
+    if planted is not None:
+        head = graph.writer_index[planted]
+        top = float(np.abs(scores).max())
+        scores[0, graph.reader_index[f"{planted}<q>"]] = 2 * top
+        scores[head, graph.logits_reader] = 2 * top
     n = params.top_n or 30
     if level == "edge":
         flat = np.where(graph.valid_edges, np.abs(scores), -1.0).ravel()
