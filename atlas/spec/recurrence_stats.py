@@ -15,17 +15,23 @@ Controls (relations of the "control" category, tasks that need no stored knowled
 on their own; a component whose control p-value is under `GENERIC_ALPHA` (uncorrected: the flag only takes
 components out of the knowledge-specific list, so erring towards flagging is the safe side) is *generic*.
 
-Torch-free: the catalogue's query and the demo's in-memory table (`recurrence_table`) share it.
+Torch-free: the catalogue's query and the demo's in-memory table share it. For the demo::
+
+    circuits = [circuit_components(graph, r.relation, r.circuit.nodes, r.circuit.level, size_of(r)) ...]
+    print("\n".join(format_recurrence(recurrence_table(graph, knowledge, controls), n_relations)))
+
+where `size_of(r)` is `r.circuit.n_edges` (edge level) or `r.circuit.n_components` (node level).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from atlas.spec.graph import GraphIndex
+from atlas.spec.recurrence import NULL_SAMPLES, inclusion_probabilities
 
 # Mean null inclusion from which a component is plumbing (random circuits of these sizes almost always
 # hold it).
@@ -156,6 +162,16 @@ class CircuitComponents:
     relation: str
     components: frozenset[str]
     null: np.ndarray = field(compare=False)
+
+
+def circuit_components(
+    graph: GraphIndex, relation: str, components: Iterable[str], level: str, size: int
+) -> CircuitComponents:
+    """A circuit for `recurrence_table`, with the null the catalogue stores for it (atlas.db.store's
+    `null_columns`: `size` edges, or heads and MLPs at node level, seeded by the size)."""
+    null = inclusion_probabilities(graph, level, size, NULL_SAMPLES, seed=size)
+    names = frozenset(name for name in components if name not in ("input", "logits"))
+    return CircuitComponents(relation, names, null)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from atlas.spec.recurrence_stats import (
     PLUMBING,
     CircuitComponents,
     benjamini_hochberg,
+    circuit_components,
     format_recurrence,
     generic_flags,
     poisson_binomial_sf,
@@ -192,6 +193,14 @@ def test_recurrence_table_matches_the_statistics_and_flags_generic_components() 
     assert all(r.generic is None for r in significant)  # no controls given
     lines = format_recurrence(significant, N_RELATIONS)
     assert lines[1].split()[:2] == ["a7.h7", str(N_RELATIONS)] and lines[1].endswith("all")
+
+
+def test_circuit_components_carry_the_stored_null() -> None:
+    circuit = circuit_components(GRAPH, "r", ["input", "a0.h1", "m3", "logits"], "edge", 42)
+    assert circuit.components == frozenset({"a0.h1", "m3"})
+    np.testing.assert_array_equal(circuit.null, inclusion_probabilities(GRAPH, "edge", 42, seed=42))
+    node = circuit_components(GRAPH, "r", ["a0.h1"], "node", 9)
+    np.testing.assert_allclose(node.null[1:], 9 / GRAPH.n_components)
 
 
 def test_recurrence_table_rejects_bad_circuits() -> None:
