@@ -42,22 +42,29 @@ GENERIC_ALPHA = 0.05
 SIGNIFICANT_Q = 0.05
 
 
+def _membership(relation_of: np.ndarray, n_relations: int) -> np.ndarray:
+    """`[n_relations, n_circuits]` 0/1: which relation each circuit (column) belongs to."""
+    relation_of = np.asarray(relation_of, dtype=np.int64)
+    member = np.zeros((n_relations, len(relation_of)))
+    member[relation_of, np.arange(len(relation_of))] = 1.0
+    return member
+
+
 def relation_null(null: np.ndarray, relation_of: np.ndarray, n_relations: int) -> np.ndarray:
     """`[n_relations, n_components]`: the probability that a relation's circuits hold each component under
     the null, `1 - prod (1 - p_c)` over its circuits (rows of `null`, `[n_circuits, n_components]`;
-    `relation_of[c]` the row's relation)."""
+    `relation_of[c]` the row's relation). Summed in log space (one matrix product); a certain member (p = 1)
+    makes it 1."""
     null = np.clip(np.asarray(null, dtype=np.float64), 0.0, 1.0)
-    log_miss = np.zeros((n_relations, null.shape[1]))
-    with np.errstate(divide="ignore"):
-        np.add.at(log_miss, np.asarray(relation_of, dtype=np.int64), np.log1p(-null))
-    return -np.expm1(log_miss)
+    member = _membership(relation_of, n_relations)
+    certain = null >= 1.0
+    log_miss = member @ np.log1p(-np.where(certain, 0.0, null))
+    return np.where(member @ certain > 0, 1.0, -np.expm1(log_miss))
 
 
 def relation_held(held: np.ndarray, relation_of: np.ndarray, n_relations: int) -> np.ndarray:
     """Bool `[n_relations, n_components]`: whether any of a relation's circuits (rows of `held`) holds it."""
-    out = np.zeros((n_relations, np.shape(held)[1]), dtype=bool)
-    np.logical_or.at(out, np.asarray(relation_of, dtype=np.int64), np.asarray(held, dtype=bool))
-    return out
+    return (_membership(relation_of, n_relations) @ np.asarray(held, dtype=np.float64)) > 0
 
 
 def poisson_binomial_sf(probabilities: np.ndarray, observed: np.ndarray) -> np.ndarray:
