@@ -253,18 +253,10 @@ def _matrices(
     )
 
 
-def _read_circuits(
-    connection: Any,
-    model: str,
-    category: str | None,
-    method: str | None,
-    components: Sequence[Any],
-    index_of: dict[str, int],
-) -> _Circuits:
-    """The model's circuits (of `category` and the controls, of `method`) with their members, member
-    stability and roles, and null, in the name indices `index_of` (models of one name share them)."""
-    fast = connection.dialect.name != "sqlite"
-    blobs = (Circuit.node_set, Circuit.member_stability, Circuit.member_roles) if fast else ()
+def circuits_query(model: str, category: str | None, method: str | None, members: bool = True) -> Any:
+    """The query's one read of the circuits: a row per circuit with its relation, category, model shape,
+    size, target_met and null, and with `members` its node_set, member_stability and member_roles."""
+    blobs = (Circuit.node_set, Circuit.member_stability, Circuit.member_roles) if members else ()
     query = (
         select(
             Circuit.id,
@@ -289,6 +281,21 @@ def _read_circuits(
         query = query.where(Relation.category.in_({category, CONTROL}))
     if method is not None:
         query = query.where(Run.method == method)
+    return query
+
+
+def _read_circuits(
+    connection: Any,
+    model: str,
+    category: str | None,
+    method: str | None,
+    components: Sequence[Any],
+    index_of: dict[str, int],
+) -> _Circuits:
+    """The model's circuits (of `category` and the controls, of `method`) with their members, member
+    stability and roles, and null, in the name indices `index_of` (models of one name share them)."""
+    fast = connection.dialect.name != "sqlite"
+    query = circuits_query(model, category, method, members=fast)
     rows = _fetch(connection, query)
     n, n_names = len(rows), len(index_of)
     name_of_component = {c[0]: index_of[c[2]] for c in components}
