@@ -285,3 +285,24 @@ def test_a_planted_head_stands_out_of_a_stored_random_catalogue(
             list(table[c.component].relations),
         )
         assert c.q_value == pytest.approx(table[c.component].q_value, rel=1e-9)
+
+
+def test_circuits_show_carries_each_members_stability(
+    engine: Engine, ids: dict[str, int], discovered: dict[str, Discovered]
+) -> None:
+    """`atlas circuits show` (circuit_detail): each node's and edge's bootstrap share, as discovered."""
+    from atlas.db.queries import circuit_detail
+
+    result = discovered["name_gender"].result
+    assert result.stability is not None
+    detail = circuit_detail(engine, ids["name_gender"])
+    graph = GraphIndex(3, 4)
+    for node in detail["nodes"]:
+        if node["node"] == "logits":
+            assert node["stability"] == 1.0
+        else:
+            want = float(np.float32(result.stability.nodes[graph.writer_index[node["node"]]]))
+            assert node["stability"] == pytest.approx(want)
+    for edge in detail["edges"]:
+        w, r = graph.parse_edge(edge["edge"])
+        assert edge["stability"] == pytest.approx(float(result.stability.edges[w, r]))
