@@ -31,7 +31,7 @@ async function start() {
     models.map((m) => [m.name, `${m.name} (${m.n_layers}×${m.n_heads}, ${m.n_circuits} circuits)`]),
     models.some((m) => m.name === wanted) ? wanted : models[0].name
   );
-  const [categoryLabel, categorySelect] = select("category", "category", [["", "all categories"], ...CATEGORIES.map((c) => [c, c])], params.get("category") || "");
+  const [categoryLabel, categorySelect] = select("category", "category", [["", "all (controls apart)"], ...CATEGORIES.map((c) => [c, c])], params.get("category") || "");
   const methodList = await methods();
   const [methodLabel, methodSelect] = select("method", "method", [["", "all methods"], ...methodList.map((m) => [m.name, m.name])], params.get("method") || "");
   const [matrixLabel, matrixSelect] = select("matrix", "overlap of", [["edge_jaccard", "edges (Jaccard)"], ["node_jaccard", "heads and MLPs (Jaccard)"]], params.get("matrix") || "edge_jaccard");

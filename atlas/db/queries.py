@@ -117,6 +117,8 @@ def _summary_query() -> Any:
             defer(Circuit.node_set),
             defer(Circuit.edge_set),
             defer(Circuit.null_inclusion),
+            defer(Circuit.member_stability),
+            defer(Circuit.member_roles),
             defer(Circuit.search),
         )
     )

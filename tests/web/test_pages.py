@@ -19,6 +19,8 @@ import httpx
 import pytest
 from web_helpers import PLANTED_HEAD, PLANTED_MODEL, Console, Site
 
+from atlas.core.corpus import CATEGORIES
+
 STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
 
 
@@ -211,6 +213,8 @@ def test_recurrence_heatmap_colours_by_enrichment_and_filters_by_q(
     planted = cells[PLANTED_HEAD]
     assert recurring[PLANTED_HEAD]["q_value"] < 0.001 and "generic" in planted["classes"]
     assert planted["fill"] == shade_of(8.0)  # the darkest: enrichment far above 8x
+    options = page.locator("#f-category option").evaluate_all("options => options.map(o => o.value)")
+    assert options == ["", *CATEGORIES]  # the control category too
     summary = page.locator("#recurring-summary").inner_text()
     assert f"{body['n_relations']} relations" in summary and "copy_name, copy_word" in summary
     page.screenshot(path=screenshots / "recurring-enrichment.png", full_page=True)
