@@ -9,7 +9,7 @@ counted with the others (unless `category="control"` asks for them): their circu
 Reads one row per circuit: its heads and MLPs (`node_set`), their stability and roles (`member_stability`,
 `member_roles`) and its null (`null_inclusion`), so the query sums stored vectors and computes nothing heavy.
 SQLite reaches the columns after a circuit's score blob only by walking its overflow pages, so there (and for
-circuits stored before migration 0007, or rows written by hand) the members come from `circuit_nodes` and
+circuits stored before migration 0008, or rows written by hand) the members come from `circuit_nodes` and
 `head_roles`; a circuit without a stored null gets it computed (and cached) from its size, as the store does.
 """
 

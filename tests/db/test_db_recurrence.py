@@ -197,7 +197,7 @@ def test_circuits_without_the_stored_columns_read_their_rows(
     corpus: dict[str, Relation],
     corpus_sha: str,
 ) -> None:
-    """Rows written by hand, or stored before migrations 0003/0005/0007: members from circuit_nodes, roles
+    """Rows written by hand, or stored before migrations 0003/0005/0008: members from circuit_nodes, roles
     from head_roles, the null computed from the circuit's size; the same answers."""
     _store_controls(engine, discovered, corpus, corpus_sha)
     queries = {

@@ -7,8 +7,8 @@ relation, mix, other), -1 for an MLP or a head without one. The recurring-compon
 per circuit for its mean stability and roles too, not the circuit's node and role rows. Circuits stored before
 this revision keep NULL here and are read from `circuit_nodes` and `head_roles` (atlas.db.recurrence).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
