@@ -35,7 +35,7 @@ RelationName = Annotated[
 ]
 ComponentName = Annotated[str, StringConstraints(pattern=r"^(a[0-9]{1,4}\.h[0-9]{1,4}|m[0-9]{1,4})$")]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Category = Literal["factual", "commonsense", "linguistic", "bias"]
+Category = Literal["factual", "commonsense", "linguistic", "bias", "control"]
 # An attribution method: one of the registry's (atlas.spec.methods), listed as an enum in the OpenAPI schema.
 Method = Annotated[
     str,
@@ -157,6 +157,7 @@ class CircuitPage(BaseModel):
 class NodeScore(BaseModel):
     node: str
     score: float | None
+    stability: float | None = Field(None, description="Share of bootstrap resamples keeping it.")
     role: str | None = Field(None, description="A head's role: mover, relation, mix or other.")
     subject_attention: float | None = None
     relation_attention: float | None = None
@@ -165,6 +166,7 @@ class NodeScore(BaseModel):
 class EdgeScore(BaseModel):
     edge: str = Field(description="`writer->reader`, with the head input as `<q>`, `<k>` or `<v>`.")
     score: float | None
+    stability: float | None = Field(None, description="Share of bootstrap resamples keeping it.")
 
 
 class CircuitDetail(CircuitSummary):
@@ -217,8 +219,16 @@ class RecurringComponent(BaseModel):
     kind: str
     layer: int | None
     head: int | None
-    n_relations: int
+    n_relations: int = Field(description="The count: relations whose counted circuits hold it.")
     relations: list[str]
+    expected: float | None = Field(description="The count expected if each circuit were a random one.")
+    enrichment: float | None = Field(description="n_relations / expected.")
+    p_value: float | None = Field(description="One-sided Poisson-binomial P(count >= n_relations).")
+    q_value: float | None = Field(description="Benjamini-Hochberg across the model's heads and MLPs.")
+    plumbing: bool = Field(description="Random circuits of these sizes almost always hold it.")
+    generic: bool | None = Field(description="Recurs in control circuits too (null: no controls).")
+    mean_stability: float | None = Field(description="Mean bootstrap stability where counted.")
+    roles: dict[str, int] = Field(description="Per role, the counted circuits giving the head that role.")
 
 
 class RecurringView(BaseModel):
@@ -227,6 +237,14 @@ class RecurringView(BaseModel):
     method: str | None
     min_count: int
     role: str | None = None
+    max_q: float | None = None
+    min_stability: float | None = None
+    exclude_generic: bool = False
+    include_unmet: bool = False
+    n_relations: int = Field(description="Relations counted.")
+    n_circuits: int = Field(description="Circuits counted.")
+    n_unmet: int = Field(description="Circuits left out: faithfulness target not met.")
+    controls: list[str] = Field(description="Control relations whose circuits set the generic flag.")
     components: list[RecurringComponent]
 
 

@@ -1,8 +1,11 @@
 """The catalogue at the scale of a finished atlas, on PostgreSQL and SQLite: 2,000 synthetic circuits over 3
-models (SmolLM2 30x9, GPT-2 small 12x12, GPT-2 medium 24x16) and 47 relations over the 4 categories, each
-circuit ~300 selected edges (85% kept in the circuit) drawn with a skew (a few heads and MLPs recur in many
-circuits), every graph node's score row, the full float32 score matrix and the member sets (node_set,
-edge_set) as `store_discovery` would keep them.
+models (SmolLM2 30x9, GPT-2 small 12x12, GPT-2 medium 24x16) and 49 relations (47 over the 4 knowledge
+categories, 2 controls), each circuit ~300 selected edges (85% kept in the circuit) drawn with a skew (a
+few heads and MLPs recur in many circuits), every graph node's score row, the full float32 score matrix, the
+member sets (node_set, edge_set), the recurrence null (`null_inclusion`: real inclusion probabilities of the
+circuit's size, atlas.spec.recurrence), the bootstrap stability of every member (node and edge rows,
+`member_stability`), the heads' roles (`member_roles`) and whether the faithfulness target was met (70% met,
+10% not, 20% fixed size) as `store_discovery` would keep them.
 
     .venv/bin/python benchmarks/bench_catalogue_scale.py [--circuits 2000] [--backends postgresql,sqlite]
         [--keep] [--pg-url URL]
@@ -42,15 +45,29 @@ from atlas.core.corpus import CATEGORIES
 from atlas.core.graph import Graph
 from atlas.db.engine import make_engine, normalize_url, upgrade
 from atlas.db.models import Component
-from atlas.db.queries import overlap_matrix, recurring_components
-from atlas.db.store import EDGE_COLUMNS, MEMBER_DTYPE, ModelInfo, register_model
+from atlas.db.queries import overlap_matrix
+from atlas.db.recurrence import circuits_query, recurring_components
+from atlas.db.store import (
+    EDGE_COLUMNS,
+    MEMBER_DTYPE,
+    MEMBER_ROLE_DTYPE,
+    MEMBER_STABILITY_DTYPE,
+    ModelInfo,
+    register_model,
+)
+from atlas.spec.graph import GraphIndex
+from atlas.spec.params import params_key
+from atlas.spec.recurrence import NULL_DTYPE, NULL_SAMPLES, inclusion_probabilities
 
 MODELS = (
     ModelInfo("smollm2-135m", "LlamaForCausalLM", 30, 9, 576, "float32", "1" * 64),
     ModelInfo("gpt2", "GPT2LMHeadModel", 12, 12, 768, "float32", "2" * 64),
     ModelInfo("gpt2-medium", "GPT2LMHeadModel", 24, 16, 1024, "float32", "3" * 64),
 )
-N_RELATIONS = 47
+KNOWLEDGE = tuple(c for c in CATEGORIES if c != "control")
+N_KNOWLEDGE = 47
+N_CONTROLS = 2
+N_RELATIONS = N_KNOWLEDGE + N_CONTROLS
 SELECTED = 300  # edges selected by score per circuit
 KEPT = 0.85  # of them kept in the circuit after pruning
 CHUNK = 100  # circuits per COPY transaction
@@ -112,6 +129,18 @@ class ModelShape:
         weight = writer_pop[writers] * reader_pop[readers]
         self.log_weight = np.log(weight / weight.sum())
         self.n_valid = int(graph.valid_edges.sum())
+        self.is_head = np.zeros(graph.n_writers, dtype=bool)
+        self.is_head[[w for w, name in enumerate(graph.writer_names) if name.startswith("a")]] = True
+        self._null: dict[int, bytes] = {}
+
+    def null(self, size: int) -> bytes:
+        """`circuits.null_inclusion` of a circuit of `size` edges, as the store computes it."""
+        if size not in self._null:
+            values = inclusion_probabilities(
+                GraphIndex(self.info.n_layers, self.info.n_heads), "edge", size, seed=size
+            )
+            self._null[size] = np.ascontiguousarray(values, dtype=NULL_DTYPE).tobytes()
+        return self._null[size]
 
     def circuit(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The selected edges (indices of valid edges, best first), their scores and in-circuit flags."""
@@ -144,7 +173,7 @@ def relation_rows(now: datetime) -> list[tuple[Any, ...]]:
             i + 1,
             f"relation_{i:02d}",
             f"relation {i}",
-            CATEGORIES[i % len(CATEGORIES)],
+            KNOWLEDGE[i % len(KNOWLEDGE)] if i < N_KNOWLEDGE else "control",
             json.dumps(["{} is"]),
             json.dumps(["{} is"]),
             f"{i:064x}",
@@ -258,15 +287,17 @@ def circuit_key(i: int) -> tuple[int, int, int, str]:
 
 
 RUN_COLUMNS = (
-    "id, model_id, relation_id, method, ig_steps, metric, level, selection, top_n, threshold, ablation,"
+    "id, model_id, relation_id, params, params_key, method, ig_steps, metric, level, selection, top_n,"
+    " threshold, ablation,"
     " template, seed, max_facts, heldout_fraction, known_only, curve, batch_size, corpus_hash, code_version,"
     " status, facts, unpaired_facts, seconds, error, started_at, finished_at, created_at"
 )
 CIRCUIT_COLUMNS = (
     "id, run_id, level, n_nodes, n_edges, n_random_edges, layout, score_rows, score_cols, score_dtype,"
-    " scores, node_set, edge_set, created_at"
+    " scores, node_set, edge_set, null_inclusion, member_stability, member_roles, target_met, stability,"
+    " null_samples, created_at"
 )
-NODE_COLUMNS = "circuit_id, component_id, score, in_circuit"
+NODE_COLUMNS = "circuit_id, component_id, score, in_circuit, stability"
 EVALUATION_COLUMNS = (
     "id, circuit_id, split, n_facts, hit_original, hit_circuit, hit_random, metric_full, metric_empty,"
     " metric_circuit, metric_random, faithfulness, faithfulness_random, curve_area, curve"
@@ -285,11 +316,12 @@ def chunk_rows(
     for i in ids:
         model, relation, seed, method = circuit_key(i)
         shape = shapes[model]
+        params = {"method": method, "seed": seed, "top_n": SELECTED, "metric": "logit_diff", "level": "edge"}
         runs.append(
-            (i, shape.model_id, relation, method, 5 if method == "eap-ig" else 1, "logit_diff", "edge",
-             "top_n", SELECTED, 0.0, "mean", "", seed, 100, 0.2, True, False, 16, "c" * 64, "bench", "done",
-             json.dumps({"total": 100, "known": 60}), "[]", json.dumps({"attribute": 12.5}), None, now, now,
-             now)
+            (i, shape.model_id, relation, json.dumps(params), params_key(params), method,
+             5 if method == "eap-ig" else 1, "logit_diff", "edge", "top_n", SELECTED, 0.0, "mean", "", seed,
+             100, 0.2, True, False, 16, "c" * 64, "bench", "done", json.dumps({"total": 100, "known": 60}),
+             "[]", json.dumps({"attribute": 12.5}), None, now, now, now)
         )  # fmt: skip
         chosen, scores, kept = shape.circuit(rng)
         writers, readers = shape.writers[chosen], shape.readers[chosen]
@@ -299,25 +331,36 @@ def chunk_rows(
         n_kept = int(kept.sum())
         # The member sets store_discovery writes: writer indices of the heads/MLPs, flat edge indices.
         in_writers = np.union1d(writers[kept], shape.writer_of_reader[readers[kept]])
-        node_set = in_writers[in_writers > 0].astype(MEMBER_DTYPE).tobytes()  # not input (0), logits (-1)
+        members = in_writers[in_writers > 0]  # not input (0), logits (-1)
         flat = np.sort(writers[kept] * shape.graph.n_readers + readers[kept])
+        # The bootstrap's shares (every graph node drawn, members kept) and the heads' roles.
+        shares = rng.beta(5.0, 1.5, len(shape.node_ids)).astype(np.float32)
+        roles = np.where(shape.is_head[members], rng.integers(0, 4, len(members)), -1)
+        target_met = (True, False, None)[int(rng.choice(3, p=(0.7, 0.1, 0.2)))]
         circuits.append(
             (i, i, "edge", len(in_nodes), n_kept, n_kept, "valid_edges", shape.graph.n_writers,
-             shape.graph.n_readers, "<f4", blob, node_set, flat.astype(MEMBER_DTYPE).tobytes(), now)
+             shape.graph.n_readers, "<f4", blob, members.astype(MEMBER_DTYPE).tobytes(),
+             flat.astype(MEMBER_DTYPE).tobytes(), shape.null(n_kept),
+             shares[members].astype(MEMBER_STABILITY_DTYPE).tobytes(),
+             roles.astype(MEMBER_ROLE_DTYPE).tobytes(),
+             target_met, json.dumps({"resamples": 20, "stable_share": 0.8}), NULL_SAMPLES, now)
         )  # fmt: skip
         node_scores = rng.standard_normal(len(shape.node_ids))
         for k, component in enumerate(shape.node_ids.tolist()):
             score = None if k == len(shape.node_ids) - 1 else float(node_scores[k])
-            nodes.append((i, component, score, component in in_nodes))
-        for w, r, port_of, score, keep in zip(
+            member = component in in_nodes
+            nodes.append((i, component, score, member, float(shares[k]) if member else None))
+        edge_shares = rng.beta(5.0, 1.5, len(chosen))
+        for w, r, port_of, score, keep, share in zip(
             writer_ids.tolist(),
             reader_ids.tolist(),
             readers.tolist(),
             scores.tolist(),
             kept.tolist(),
+            edge_shares.tolist(),
             strict=True,
         ):
-            edges.append((i, w, r, shape.reader_port[port_of], score, keep))
+            edges.append((i, w, r, shape.reader_port[port_of], score, keep, share if keep else None))
         curve = json.dumps([[p, p * 10, p / 100] for p in (1, 10, 100)])
         evaluations.append((2 * i - 1, i, "discovery", 16, 1.0, 0.9, 0.1, -1.0, -9.0, -2.0, -8.0, 0.8, 0.1,
                             0.7, curve))  # fmt: skip
@@ -338,7 +381,8 @@ def load_chunk(
         copy_rows(cur, f"runs ({RUN_COLUMNS})", rows["runs"])
         cur.executemany(
             f"INSERT INTO circuits ({CIRCUIT_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b, %s)".encode(),
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %b, %b, %b, %b, %b, %b, %s, %s, %s, %s)".encode(),
             rows["circuits"],
         )
         copy_rows(cur, f"circuit_nodes ({NODE_COLUMNS})", rows["nodes"])
@@ -431,6 +475,11 @@ def bench_queries(url: str, model: str) -> tuple[list[tuple[str, float, float, s
             lambda found: f"{len(found)} components",
         ),
         (
+            f"recurring_components({model}, max_q=0.05, exclude_generic, min_stability=0.75)",
+            lambda: recurring_components(engine, model, max_q=0.05, exclude_generic=True, min_stability=0.75),
+            lambda found: f"{len(found)} components",
+        ),
+        (
             f"overlap_matrix({model})",
             lambda: overlap_matrix(engine, model),
             lambda m: f"{len(m.circuits)} x {len(m.circuits)}",
@@ -461,6 +510,12 @@ def bench_queries(url: str, model: str) -> tuple[list[tuple[str, float, float, s
         with captured(engine) as statements:
             fn()
         statements = [(s, p) for s, p in statements if not s.lstrip().upper().startswith("BEGIN")]
+        if label == "recurring_components" and engine.dialect.name == "postgresql":
+            # its circuits are read through the driver's binary protocol, unseen by the engine's events
+            compiled = circuits_query(model, None, None).compile(
+                dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            statements.append((str(compiled), compiled.params))
         for k, (statement, parameters) in enumerate(statements, 1):
             how = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN (ANALYZE, BUFFERS)"
             out.append(f"--- {how}: {label}, statement {k} of {len(statements)}")
@@ -508,7 +563,7 @@ def bench_load(url: str, n_circuits: int, first_id: int, rng: np.random.Generato
             start = time.perf_counter()
             cur.executemany(
                 f"INSERT INTO circuit_edges ({', '.join(EDGE_COLUMNS)})"
-                " VALUES (%s, %s, %s, %s, %s, %s)".encode(),
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)".encode(),
                 edges,
             )
             result["executemany"] = len(edges) / (time.perf_counter() - start)

@@ -28,7 +28,8 @@ from atlas.core.discover import DiscoveryParams, DiscoveryResult, FactCounts
 from atlas.core.evaluation import CurvePoint, FaithfulnessCurve, SplitEvaluation
 from atlas.core.graph import Graph
 from atlas.db.engine import make_engine, upgrade
-from atlas.db.queries import compare_circuits, list_circuits, overlap_matrix, recurring_components
+from atlas.db.queries import compare_circuits, list_circuits, overlap_matrix
+from atlas.db.recurrence import recurring_components
 from atlas.db.store import ModelInfo, load_scores, recut, store_discovery
 
 GRAPH = Graph(30, 9)

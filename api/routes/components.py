@@ -4,7 +4,6 @@ catalogue changes (api.cache)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -24,7 +23,7 @@ from api.schemas import (
     OverlapView,
     RecurringView,
 )
-from atlas.db import browse, queries
+from atlas.db import browse, queries, recurrence
 
 router = APIRouter(tags=["components"], responses=ERROR_RESPONSES)
 
@@ -46,23 +45,57 @@ async def recurring(
         Literal["mover", "relation", "mix", "other"] | None,
         Query(description="Only heads with this role in the circuit (mover heads that recur, ...)."),
     ] = None,
+    max_q: Annotated[
+        float | None, Query(ge=0, le=1, description="Only components with a q-value at most this.")
+    ] = None,
+    min_stability: Annotated[
+        float | None, Query(ge=0, le=1, description="Only components with a mean stability at least this.")
+    ] = None,
+    exclude_generic: Annotated[
+        bool, Query(description="Leave out components that recur in control circuits too.")
+    ] = False,
+    include_unmet: Annotated[
+        bool, Query(description="Count circuits that missed their faithfulness target too.")
+    ] = False,
 ) -> Response:
-    """Heads and MLPs of the model in the circuits of at least `min_count` relations: how many relations
-    and which, most first."""
+    """Heads and MLPs of the model in the circuits of at least `min_count` relations, against the null:
+    per component the relations and their count, the count expected if every circuit were a random connected
+    circuit of its own size in the same graph, enrichment, the one-sided Poisson-binomial p-value and its
+    Benjamini-Hochberg q-value across the model's components, mean bootstrap stability, the plumbing and
+    generic flags and the heads' roles; most significant first. Counted: circuits that met their faithfulness
+    target or were cut at a fixed size (`include_unmet` for all); control relations set the generic flag."""
 
     def compute() -> dict[str, object]:
         check_model(engine, model)
-        found = queries.recurring_components(engine, model, category, method, min_count, role)
+        report = recurrence.recurrence_report(
+            engine,
+            model,
+            category,
+            method,
+            min_count,
+            role,
+            min_stability=min_stability,
+            max_q=max_q,
+            exclude_generic=exclude_generic,
+            include_unmet=include_unmet,
+        )
         return {
-            "model": model,
             "category": category,
             "method": method,
             "min_count": min_count,
             "role": role,
-            "components": [asdict(c) for c in found],
+            "max_q": max_q,
+            "min_stability": min_stability,
+            "exclude_generic": exclude_generic,
+            "include_unmet": include_unmet,
+            **report.to_dict(),
         }
 
-    body = await cache.aget(engine, ("recurring", model, category, method, min_count, role), compute)
+    key = (
+        "recurring", model, category, method, min_count, role, max_q, min_stability, exclude_generic,
+        include_unmet,
+    )  # fmt: skip
+    body = await cache.aget(engine, key, compute)
     return Response(body, media_type=JSON)
 
 

@@ -2,7 +2,7 @@
 // /circuits/{id}/recut), the evaluation table and faithfulness curve, downloads (DOT, EAP-IG JSON, SVG).
 
 import { api, download, fmt, h, main, pageData, percent, showError } from "./common.js";
-import { drawCircuit, legend, linePlot, rolesOf, shapeOf } from "./graph.js";
+import { STABLE, drawCircuit, legend, linePlot, rolesOf, shapeOf } from "./graph.js";
 
 const { id } = pageData();
 
@@ -22,6 +22,9 @@ async function start() {
   const detail = await api(`/circuits/${id}`);
   const { nLayers, nHeads } = shapeOf(detail);
   const roles = rolesOf(detail);
+  // members with a bootstrap stability: stable ones solid, the others faded
+  const bootstrapped = detail.nodes.some((n) => Number.isFinite(n.stability));
+  const stableShare = (detail.stability && detail.stability.stable_share) || STABLE;
   const nodeLevel = detail.level === "node";
   const unit = nodeLevel ? "nodes" : "edges";
   // the size it was cut at: top-n (pruning may leave fewer edges), else its edge count
@@ -59,6 +62,7 @@ async function start() {
       nodes,
       edges,
       roles,
+      stableShare,
       label: `circuit ${id}: ${nodes.length} nodes, ${edges.length} edges`,
     });
     if (topN !== null) current.dataset.topN = String(topN);
@@ -151,7 +155,7 @@ async function start() {
         "div",
         {},
         h("div", { className: "controls" }, h("label", { className: "inline", for: "size" }, `${unit} to keep`, slider, sizeLabel), reset, drawn, status),
-        legend(roles),
+        legend(roles, bootstrapped ? stableShare : null),
         figure,
         downloads
       ),

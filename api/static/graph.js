@@ -74,8 +74,19 @@ const NODE_H = 16;
 const LEFT = 34;
 const TOP = 16;
 
+// A member kept by at least this share of bootstrap resamples is drawn solid, else faded (atlas/core/stability.py
+// STABLE; a circuit's own `stability.stable_share` overrides it).
+export const STABLE = 0.8;
+
+/** "stable" or "unstable" for a member with a bootstrap stability, "" without one (a re-cut, no bootstrap). */
+function stabilityClass(stability, stableShare) {
+  if (stability === null || stability === undefined || !Number.isFinite(stability)) return "";
+  return stability >= stableShare ? "stable" : "unstable";
+}
+
 /**
- * Draw a circuit. options: nLayers, nHeads, nodes [{node, score}], edges [{edge, score}], roles (Map),
+ * Draw a circuit. options: nLayers, nHeads, nodes [{node, score, stability}], edges [{edge, score, stability}],
+ * roles (Map), stableShare (members below it are faded; default STABLE),
  * edgeClass(name) -> extra class ("shared", "gained", ...), nodeClass(name), edgeColor(name, port) -> colour
  * overriding the port's, highlighting (fade edges without a class), label (aria-label).
  */
@@ -125,7 +136,8 @@ export function drawCircuit(options) {
   const top = Math.max(...finite, 0) || 1;
   const edgeLayer = s("g", { class: "edges" });
   const offsets = { q: -12, k: 0, v: 12, "": 0 };
-  for (const { edge, score } of options.edges) {
+  const stableShare = options.stableShare ?? STABLE;
+  for (const { edge, score, stability } of options.edges) {
     const { writer, reader, port } = parseEdge(edge);
     const from = positions.get(writer) || place(writer);
     const to = positions.get(reader) || place(reader);
@@ -134,7 +146,7 @@ export function drawCircuit(options) {
     const x2 = to.x + (offsets[port] || 0);
     const y2 = to.y + NODE_H / 2;
     const bend = Math.max(14, Math.abs(y1 - y2) / 2);
-    const extra = options.edgeClass ? options.edgeClass(edge) : "";
+    const extra = [options.edgeClass ? options.edgeClass(edge) : "", stabilityClass(stability, stableShare)].filter(Boolean).join(" ");
     const colour = (options.edgeColor && options.edgeColor(edge, port)) || PORT_COLORS[port] || PORT_COLORS[""];
     const value = Number.isFinite(score) ? score : 0;
     const path = s(
@@ -142,26 +154,33 @@ export function drawCircuit(options) {
       {
         class: `edge${extra ? ` ${extra}` : ""}`,
         "data-edge": edge,
+        "data-stability": Number.isFinite(stability) ? stability : null,
         d: `M${x1},${y1} C${x1},${y1 - bend} ${x2},${y2 + bend} ${x2},${y2}`,
         stroke: colour,
         "stroke-width": (0.6 + (4.4 * Math.abs(value)) / top).toFixed(2),
         "stroke-dasharray": value < 0 ? "4 3" : null,
         fill: "none",
       },
-      s("title", {}, `${edge}  score ${score === null || score === undefined ? "—" : score.toPrecision(4)}`)
+      s("title", {}, `${edge}  score ${score === null || score === undefined ? "—" : score.toPrecision(4)}${Number.isFinite(stability) ? `  stability ${stability.toFixed(2)}` : ""}`)
     );
     edgeLayer.append(path);
   }
   svg.append(edgeLayer);
 
   const nodeLayer = s("g", { class: "nodes" });
-  for (const { node, score } of options.nodes) {
+  for (const { node, score, stability } of options.nodes) {
     const at = positions.get(node);
     const role = roles.get(node);
     const fill = at.kind === "head" && role && ROLE_COLORS[role] ? ROLE_COLORS[role] : NODE_COLORS[at.kind] || "#eee";
-    const extra = options.nodeClass ? options.nodeClass(node) : "";
+    const member = at.kind === "head" || at.kind === "mlp" ? stabilityClass(stability, stableShare) : "";
+    const extra = [options.nodeClass ? options.nodeClass(node) : "", member].filter(Boolean).join(" ");
     const wide = at.kind === "input" || at.kind === "logits" ? NODE_W * 1.4 : NODE_W;
-    const tip = [node, role ? `role ${role}` : null, Number.isFinite(score) ? `score ${score.toPrecision(4)}` : null]
+    const tip = [
+      node,
+      role ? `role ${role}` : null,
+      Number.isFinite(score) ? `score ${score.toPrecision(4)}` : null,
+      Number.isFinite(stability) ? `stability ${stability.toFixed(2)}` : null,
+    ]
       .filter(Boolean)
       .join("  ");
     nodeLayer.append(
@@ -171,6 +190,7 @@ export function drawCircuit(options) {
           class: `node ${at.kind}${extra ? ` ${extra}` : ""}`,
           "data-node": node,
           "data-role": role || null,
+          "data-stability": Number.isFinite(stability) ? stability : null,
           transform: `translate(${at.x},${at.y})`,
         },
         s("rect", { x: -wide / 2, y: -NODE_H / 2, width: wide, height: NODE_H, rx: 4, fill }),
@@ -185,8 +205,8 @@ export function drawCircuit(options) {
   return svg;
 }
 
-/** The legend of drawCircuit's colours (the roles present, if any). */
-export function legend(roles) {
+/** The legend of drawCircuit's colours (the roles present, if any; the stability rule if `stableShare`). */
+export function legend(roles, stableShare = null) {
   const items = [
     ["input", NODE_COLORS.input],
     ["head", NODE_COLORS.head],
@@ -203,7 +223,10 @@ export function legend(roles) {
       h("span", {}, h("span", { className: "line-swatch", style: `border-color:${PORT_COLORS[port]}` }), label)
     ),
     h("span", {}, h("span", { className: "line-swatch", style: "border-top-style:dashed;border-color:#555" }), "negative score"),
-    h("span", {}, "width: |score|")
+    h("span", {}, "width: |score|"),
+    stableShare === null
+      ? null
+      : h("span", { id: "stability-legend" }, `faded: kept by fewer than ${Math.round(100 * stableShare)}% of bootstrap resamples`)
   );
 }
 

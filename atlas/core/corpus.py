@@ -23,7 +23,9 @@ from typing import Any
 
 from atlas.spec.errors import Invalid
 
-CATEGORIES = ("factual", "commonsense", "linguistic", "bias")
+# "control": tasks that need no stored knowledge (copying a word seen in the prompt), the baseline that tells
+# a component recurring in knowledge circuits from one every circuit uses (atlas.spec.recurrence_stats).
+CATEGORIES = ("factual", "commonsense", "linguistic", "bias", "control")
 
 # Some published LRE files escape non-ASCII twice ("Bras\\u00edlia"): a literal "\u00ed" survives parsing.
 _LITERAL_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")

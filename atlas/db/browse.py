@@ -202,6 +202,8 @@ def circuit_full(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
                 defer(Circuit.node_set),
                 defer(Circuit.edge_set),
                 defer(Circuit.null_inclusion),
+                defer(Circuit.member_stability),
+                defer(Circuit.member_roles),
             )
             .join(Model, Run.model_id == Model.id)
             .join(Relation, Run.relation_id == Relation.id)

@@ -47,8 +47,12 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(finite(value), indent=2, ensure_ascii=False))
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _fmt_p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
 
 
 url_option = click.option(
@@ -242,13 +246,19 @@ def query_component(
 @click.option("--model", required=True)
 @click.option("--category", default=None)
 @click.option("--method", default=None)
-@click.option("--min-count", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--min-count", type=int, default=2, show_default=True, help="In at least this many relations.")
 @click.option(
     "--role",
     type=click.Choice(["mover", "relation", "mix", "other"]),
     default=None,
     help="Heads of this role.",
 )
+@click.option("--max-q", type=float, default=None, help="Only components with a q-value at most this (0-1).")
+@click.option(
+    "--min-stability", type=float, default=None, help="Only components with a mean stability at least this."
+)
+@click.option("--exclude-generic", is_flag=True, help="Leave out components that recur in control circuits.")
+@click.option("--include-unmet", is_flag=True, help="Count circuits that missed their faithfulness target.")
 @url_option
 @click.option("--json", "as_json", is_flag=True)
 def query_recurring(
@@ -257,23 +267,54 @@ def query_recurring(
     method: str | None,
     min_count: int,
     role: str | None,
+    max_q: float | None,
+    min_stability: float | None,
+    exclude_generic: bool,
+    include_unmet: bool,
     url: str | None,
     as_json: bool,
 ) -> None:
-    """Heads and MLPs of a model in the circuits of several relations (--role mover: mover heads only)."""
-    from dataclasses import asdict
-
-    from atlas.db.queries import recurring_components
+    """Heads and MLPs of a model in the circuits of several relations, against the null: the count expected
+    if each circuit were a random connected circuit of its size, enrichment, q-value (Benjamini-Hochberg),
+    mean stability, plumbing and generic flags, roles (--role mover: mover heads only)."""
+    from atlas.db.recurrence import recurrence_report
 
     with _errors():
-        found = recurring_components(_engine(url), model, category, method, min_count, role)
+        report = recurrence_report(
+            _engine(url),
+            model,
+            category,
+            method,
+            min_count,
+            role,
+            min_stability=min_stability,
+            max_q=max_q,
+            exclude_generic=exclude_generic,
+            include_unmet=include_unmet,
+        )
     if as_json:
-        _echo_json([asdict(c) for c in found])
+        _echo_json(report.to_dict())
         return
-    if not found:
-        click.echo(f"no component of {model!r} is in the circuits of {min_count} or more relations")
-    for c in found:
-        click.echo(f"{c.component:<8} {c.n_relations:>3}  {', '.join(c.relations)}")
+    left_out = f" ({report.n_unmet} left out: target not met)" if report.n_unmet else ""
+    controls = ", ".join(report.controls) or "none"
+    click.echo(
+        f"{model}: {report.n_relations} relations, {report.n_circuits} circuits counted{left_out}; "
+        f"controls: {controls}"
+    )
+    if not report.components:
+        click.echo(f"no component of {model!r} passes the filters (in {min_count} or more relations)")
+        return
+    click.echo(
+        f"{'component':<9} {'count':>5} {'expected':>8} {'enrich':>6} {'q':>8} {'stable':>6}  "
+        f"{'flags':<16} relations"
+    )
+    for c in report.components:
+        flags = ",".join(name for name, on in (("plumbing", c.plumbing), ("generic", c.generic)) if on)
+        relations = "all" if c.n_relations == report.n_relations else ", ".join(c.relations)
+        click.echo(
+            f"{c.component:<9} {c.n_relations:>5} {_fmt(c.expected, 2):>8} {_fmt(c.enrichment, 2):>6} "
+            f"{_fmt_p(c.q_value):>8} {_fmt(c.mean_stability, 2):>6}  {flags or '-':<16} {relations}"
+        )
 
 
 @query_group.command("across-models")

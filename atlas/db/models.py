@@ -208,6 +208,11 @@ class Circuit(Base):
     # this circuit's size in the same graph (little-endian float32 `[n_writers]`), from `null_samples` draws.
     null_inclusion: Mapped[bytes | None] = mapped_column(LargeBinary)
     null_samples: Mapped[int | None]
+    # Per entry of node_set: the member's bootstrap stability (little-endian float32, NaN without a
+    # bootstrap) and its head role (int8 index into ROLES, -1 for an MLP or a head without one). NULL in
+    # circuits stored before migration 0008 (read from circuit_nodes and head_roles then).
+    member_stability: Mapped[bytes | None] = mapped_column(LargeBinary)
+    member_roles: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="circuit")

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, aliased, defer
 
 from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import (
-    ROLES,
     Circuit,
     CircuitEdge,
     CircuitNode,
@@ -29,16 +28,6 @@ from atlas.db.models import (
 )
 from atlas.db.store import MEMBER_DTYPE, transaction
 from atlas.spec.params import UNINFORMATIVE_HIT_RANDOM
-
-
-@dataclass
-class RecurringComponent:
-    component: str
-    kind: str
-    layer: int | None
-    head: int | None
-    n_relations: int
-    relations: list[str]
 
 
 @dataclass
@@ -113,118 +102,6 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(union) if union else 1.0
 
 
-def recurring_components(
-    target: Engine | Session,
-    model: str,
-    category: str | None = None,
-    method: str | None = None,
-    min_count: int = 2,
-    role: str | None = None,
-) -> list[RecurringComponent]:
-    """Heads and MLPs of `model` (by name) in the circuits of at least `min_count` relations, most relations
-    first, then in graph order. Filters: the relations' category, the runs' method, and a head role (only
-    heads with that role in a circuit count: "mover heads that recur across relations")."""
-    import numpy as np
-
-    if role is not None and role not in ROLES:
-        raise CatalogueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-
-    def filtered(query: Any) -> Any:
-        query = query.join(Run, Circuit.run_id == Run.id).join(Model, Run.model_id == Model.id)
-        query = query.where(Model.name == model)
-        if category is not None:
-            query = query.join(Relation, Run.relation_id == Relation.id).where(Relation.category == category)
-        return query.where(Run.method == method) if method is not None else query
-
-    # PostgreSQL: one row per circuit with its heads and MLPs (`Circuit.node_set`, writer indices), not a row
-    # per node. SQLite: a column after the score blob in a row is reached by walking the blob's overflow pages
-    # (about 0.4 ms a circuit), so there the distinct (component, relation) pairs of the node rows instead.
-    sets_query = filtered(
-        select(Circuit.id, Run.relation_id, Run.model_id, Model.n_layers, Model.n_heads, Circuit.node_set)
-    )
-    pairs_query = filtered(
-        select(CircuitNode.component_id, Run.relation_id)
-        .distinct()
-        .select_from(CircuitNode)
-        .join(Circuit, CircuitNode.circuit_id == Circuit.id)
-        .where(CircuitNode.in_circuit)
-    )
-    if role is not None:  # roles are rows per circuit and head: the node-rows path
-        pairs_query = pairs_query.join(
-            HeadRole,
-            and_(
-                HeadRole.circuit_id == CircuitNode.circuit_id,
-                HeadRole.component_id == CircuitNode.component_id,
-            ),
-        ).where(HeadRole.role == role)
-    components_query = (
-        select(
-            Component.id, Component.model_id, Component.name, Component.kind, Component.layer, Component.head
-        )
-        .join(Model, Component.model_id == Model.id)
-        .where(Model.name == model, Component.kind.in_(("head", "mlp")))
-    )
-    from_rows: dict[int, tuple[list[int], list[int]]] = {}
-    rows: list[Any]
-    pairs: list[Any]
-    with transaction(target) as session:
-        connection = session.connection()
-        if connection.dialect.name == "sqlite" or role is not None:
-            rows, pairs = [], list(connection.execute(pairs_query))
-        else:
-            rows, pairs = list(connection.execute(sets_query)), []
-            unfilled = {row[0]: (row[3], row[4]) for row in rows if row[5] is None}
-            from_rows = _member_sets_from_rows(connection, unfilled, edges=False) if unfilled else {}
-        if not rows and not pairs:
-            return []
-        components = connection.execute(components_query).all()
-        relation_names = dict(connection.execute(select(Relation.id, Relation.name)).all())
-    # Component names (models of one name count once), then which relations have a circuit holding each
-    # name: a [names, relations] 0/1 table filled in one step.
-    index_of: dict[str, int] = {}
-    described: dict[str, tuple[str, int | None, int | None]] = {}
-    for _, _, name, kind, layer, head in components:
-        index_of.setdefault(name, len(index_of))
-        described[name] = (kind, layer, head)
-    if pairs:
-        name_of_component = {c[0]: index_of[c[2]] for c in components}
-        names = np.asarray([name_of_component.get(c, -1) for c, _ in pairs], dtype=np.int64)
-        relation_ids = np.asarray([r for _, r in pairs], dtype=np.int64)
-    else:  # each model's writer indices as names
-        n_heads = {row[2]: row[4] for row in rows}
-        slot = {model_id: k for k, model_id in enumerate(n_heads)}
-        n_writers = 1 + max(r[3] * (r[4] + 1) for r in rows)  # the largest graph's writers
-        name_of_writer = np.full(len(slot) * n_writers, -1, dtype=np.int64)  # [model slot, writer] -> name
-        for _, model_id, name, kind, layer, head in components:
-            if model_id in slot:
-                writer = slot[model_id] * n_writers + _writer_index(kind, layer, head, n_heads[model_id])
-                name_of_writer[writer] = index_of[name]
-        parts = [
-            np.asarray(from_rows[row[0]][0], dtype=np.int64) if row[0] in from_rows else _members(row[5])
-            for row in rows
-        ]
-        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
-        writers = np.concatenate([np.zeros(0, dtype=np.int64), *parts]).astype(np.int64)
-        writers += np.repeat(np.asarray([slot[row[2]] * n_writers for row in rows], dtype=np.int64), lengths)
-        names = name_of_writer[writers]
-        relation_ids = np.repeat(np.asarray([row[1] for row in rows], dtype=np.int64), lengths)
-    stride = max(relation_names) + 1
-    held = np.zeros((len(index_of), stride), dtype=bool)
-    known = names >= 0
-    held[names[known], relation_ids[known]] = True
-    found: list[RecurringComponent] = []
-    for name, k in index_of.items():
-        in_relations = sorted(relation_names[r] for r in np.flatnonzero(held[k]).tolist())
-        if in_relations:
-            found.append(RecurringComponent(name, *described[name], len(in_relations), in_relations))
-
-    def graph_order(c: RecurringComponent) -> tuple[int, int]:
-        return (c.layer or 0, c.head if c.head is not None else 1 << 30)
-
-    kept = [c for c in found if c.n_relations >= min_count]
-    return sorted(kept, key=lambda c: (-c.n_relations, *graph_order(c)))
-
-
 def _summary_query() -> Any:
     discovery, heldout = aliased(Evaluation), aliased(Evaluation)
     return (
@@ -240,6 +117,8 @@ def _summary_query() -> Any:
             defer(Circuit.node_set),
             defer(Circuit.edge_set),
             defer(Circuit.null_inclusion),
+            defer(Circuit.member_stability),
+            defer(Circuit.member_roles),
             defer(Circuit.search),
         )
     )
@@ -603,7 +482,8 @@ def overlap_matrix(
 
 
 def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
-    """One circuit: its summary, run parameters, evaluations, nodes in it and edges in it with scores."""
+    """One circuit: its summary, run parameters, evaluations, nodes in it and edges in it with scores and
+    bootstrap stability (the share of resamples keeping the member; None without a bootstrap)."""
     writer, reader = aliased(Component), aliased(Component)
     with transaction(target) as session:
         rows = session.execute(_summary_query().where(Circuit.id == circuit_id)).all()
@@ -612,12 +492,13 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
         summary = _summary(rows[0])
         run = rows[0][1]
         nodes = [
-            {"node": name, "score": score}
+            {"node": name, "score": score, "stability": stability}
             | ({} if role is None else {"role": role, "subject_attention": sa, "relation_attention": ra})
-            for name, score, role, sa, ra in session.execute(
+            for name, score, stability, role, sa, ra in session.execute(
                 select(
                     Component.name,
                     CircuitNode.score,
+                    CircuitNode.stability,
                     HeadRole.role,
                     HeadRole.subject_attention,
                     HeadRole.relation_attention,
@@ -637,9 +518,9 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
             )
         ).one()
         edges = [
-            {"edge": f"{w}->{r}<{port}>" if port else f"{w}->{r}", "score": score}
-            for w, r, port, score in session.execute(
-                select(writer.name, reader.name, CircuitEdge.port, CircuitEdge.score)
+            {"edge": f"{w}->{r}<{port}>" if port else f"{w}->{r}", "score": score, "stability": stability}
+            for w, r, port, score, stability in session.execute(
+                select(writer.name, reader.name, CircuitEdge.port, CircuitEdge.score, CircuitEdge.stability)
                 .join(writer, CircuitEdge.writer_id == writer.id)
                 .join(reader, CircuitEdge.reader_id == reader.id)
                 .where(CircuitEdge.circuit_id == circuit_id, CircuitEdge.in_circuit)

@@ -26,6 +26,7 @@ from atlas.core.corpus import Relation as CorpusRelation
 from atlas.core.corpus import corpus_hash as relations_hash
 from atlas.db import CatalogueConflict, CatalogueError, NotCatalogued
 from atlas.db.models import (
+    ROLES,
     Circuit,
     CircuitEdge,
     CircuitNode,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
 SCORE_DTYPE = "<f4"  # little-endian float32: exact for the float32 scores discovery produces
 MEMBER_DTYPE = "<i4"  # Circuit.node_set / edge_set: little-endian int32 graph indices
+MEMBER_STABILITY_DTYPE = "<f4"  # Circuit.member_stability: float32 per node_set entry
+MEMBER_ROLE_DTYPE = "i1"  # Circuit.member_roles: int8 index into ROLES per node_set entry, -1 none
 RELATION_FIELDS = (
     "title",
     "category",
@@ -558,6 +561,7 @@ def _store(
         template=None if result.template is None else asdict(result.template),
         stability=None if result.stability is None else result.stability.summary(),
         **null_columns(graph, circuit),
+        **member_annotations(graph, circuit, result),
     )
     session.add(row)
     session.flush()
@@ -602,6 +606,26 @@ def null_columns(graph: Graph, circuit: CoreCircuit) -> dict[str, Any]:
     return {
         "null_inclusion": np.ascontiguousarray(values, dtype=NULL_DTYPE).tobytes(),
         "null_samples": NULL_SAMPLES if circuit.level == "edge" else 0,
+    }
+
+
+def member_annotations(graph: Graph, circuit: CoreCircuit, result: DiscoveryResult) -> dict[str, bytes]:
+    """`Circuit.member_stability` and `member_roles`: per entry of `member_sets`' node_set (the heads and MLPs
+    in writer order), the bootstrap stability (float32, NaN without a bootstrap) and the head's role (int8
+    index into ROLES, -1 for an MLP or a head without a role)."""
+    import numpy as np
+
+    writer = {name: i for i, name in enumerate(graph.writer_names)}
+    nodes = sorted(writer[name] for name in set(circuit.nodes) if name in writer and name != "input")
+    if result.stability is not None:
+        stability = result.stability.nodes[np.asarray(nodes, dtype=np.int64)]
+    else:
+        stability = np.full(len(nodes), np.nan)
+    role_of = {head.name: ROLES.index(head.role) for head in (result.roles.heads if result.roles else [])}
+    roles = [role_of.get(graph.writer_names[w], -1) for w in nodes]
+    return {
+        "member_stability": np.asarray(stability, dtype=MEMBER_STABILITY_DTYPE).tobytes(),
+        "member_roles": np.asarray(roles, dtype=MEMBER_ROLE_DTYPE).tobytes(),
     }
 
 

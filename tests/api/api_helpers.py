@@ -34,6 +34,7 @@ from atlas.db.store import (
 )
 from atlas.spec.graph import GraphIndex, edge_order, mask_of, top_n_edges, top_n_nodes
 from atlas.spec.params import DiscoveryParams
+from atlas.spec.recurrence import inclusion_probabilities
 
 TOKEN = "test-token-0123456789"
 MODELS = (
@@ -71,11 +72,19 @@ def store_synthetic(
     params: DiscoveryParams,
     seed: int,
     level: str = "edge",
+    target_met: bool | None = None,
+    planted: str | None = None,
 ) -> int:
-    """One circuit stored as store_discovery would store it; its id."""
+    """One circuit stored as store_discovery would store it; its id. `planted`: a head whose input -> head
+    (q) -> logits path outscores every other edge, so the circuit holds it."""
     graph = GraphIndex(info.n_layers, info.n_heads)
     rng = np.random.default_rng(seed)
     scores = _scores(graph, rng)
+    if planted is not None:
+        head = graph.writer_index[planted]
+        top = float(np.abs(scores).max())
+        scores[0, graph.reader_index[f"{planted}<q>"]] = 2 * top
+        scores[head, graph.logits_reader] = 2 * top
     n = params.top_n or 30
     if level == "edge":
         selected = mask_of(graph, edge_order(graph, scores, params.ranking)[:n])
@@ -93,6 +102,11 @@ def store_synthetic(
     }
     node_set = sorted(graph.writer_index[name] for name in kept_nodes if name not in ("input", "logits"))
     edge_set = sorted((writers * graph.n_readers + readers).tolist())
+    # The bootstrap's shares (members only) and the recurrence null, as the store keeps them.
+    node_stability = rng.uniform(0.3, 1.0, graph.n_writers + 1)
+    edge_stability = rng.uniform(0.3, 1.0, edges.shape)
+    size = int(edges.sum()) if level == "edge" else len(node_set)
+    null = inclusion_probabilities(GraphIndex(info.n_layers, info.n_heads), level, size, seed=size)
     now = datetime.now(UTC)
     with transaction(engine, write=True) as session:
         model_id = register_model(session, info)
@@ -131,6 +145,12 @@ def store_synthetic(
             scores=blob,
             node_set=np.asarray(node_set, dtype="<i4").tobytes(),
             edge_set=np.asarray(edge_set, dtype="<i4").tobytes(),
+            target_met=target_met,
+            stability={"resamples": 20, "stable_share": 0.8},
+            null_inclusion=np.asarray(null, dtype="<f4").tobytes(),
+            null_samples=200 if level == "edge" else 0,
+            member_stability=np.asarray(node_stability[node_set], dtype="<f4").tobytes(),
+            member_roles=np.full(len(node_set), -1, dtype="i1").tobytes(),
         )
         session.add(circuit)
         session.flush()
@@ -142,6 +162,7 @@ def store_synthetic(
                     "component_id": components[name],
                     "score": float(node_scores[i]) if i < graph.n_writers else None,
                     "in_circuit": name in kept_nodes,
+                    "stability": float(np.float32(node_stability[i])) if name in kept_nodes else None,
                 }
                 for i, name in enumerate(graph.node_names)
             ],
@@ -157,6 +178,7 @@ def store_synthetic(
                     "port": port.rstrip(">"),
                     "score": float(scores[w, r]) if level == "edge" else None,
                     "in_circuit": bool(edges[w, r]),
+                    "stability": float(edge_stability[w, r]) if edges[w, r] else None,
                 }
             )
         session.execute(insert(CircuitEdge), rows)

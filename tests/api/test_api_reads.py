@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from api_helpers import MODELS, PARAMS, RELATIONS, Catalogue, RecordingSender, make_client, store_synthetic
 from fastapi.testclient import TestClient
+from recurrence_check import expected_recurrence, stored_circuits
 from sqlalchemy import text
 
+from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.recut import GraphIndex, load_scores
 
 
@@ -27,7 +29,7 @@ def test_models_page_and_cursor(client: TestClient) -> None:
 def test_relations_with_categories_and_fact_counts(client: TestClient) -> None:
     page = client.get("/relations", params={"limit": 500}).json()
     by_name = {r["name"]: r for r in page["items"]}
-    assert len(by_name) == 10 and page["next"] is None
+    assert len(by_name) == len(load_corpus(bundled_corpus_path())) and page["next"] is None
     capital = by_name["country_capital_city"]
     assert capital["category"] == "factual" and capital["n_facts"] >= 20 and capital["n_circuits"] == 3
     factual = client.get("/relations", params={"category": "factual"}).json()["items"]
@@ -226,9 +228,19 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
+def _as_counted(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The counts of the answer (its statistics are checked against the plain computation below), in
+    recurring_by_hand's order: most relations first, then graph order."""
+    keys = ("component", "kind", "layer", "head", "n_relations", "relations")
+    listed = [{key: c[key] for key in keys} for c in components]
+    return sorted(listed, key=lambda e: (-e["n_relations"], *_graph_order(e["layer"], e["head"])))
+
+
 def test_recurring_components(client: TestClient, catalogue: Catalogue) -> None:
     body = client.get("/components/recurring", params={"model": "toy-a", "min_count": 2}).json()
-    assert body["components"] == recurring_by_hand(catalogue, "toy-a", 2) and body["components"]
+    assert _as_counted(body["components"]) == recurring_by_hand(catalogue, "toy-a", 2) and body["components"]
+    counted = (body["n_relations"], body["n_circuits"], body["n_unmet"])
+    assert counted == (len(RELATIONS) + 1, len(RELATIONS) + 3, 0)  # the node circuit's relation is a fifth
     top = body["components"][0]
     assert top["n_relations"] == len(top["relations"]) >= 2
     assert len({c["n_relations"] for c in body["components"]}) > 1  # the order by count is exercised
@@ -236,15 +248,87 @@ def test_recurring_components(client: TestClient, catalogue: Catalogue) -> None:
         "/components/recurring", params={"model": "toy-a", "category": "factual", "method": "eap-ig"}
     ).json()["components"]
     assert (
-        factual == recurring_by_hand(catalogue, "toy-a", 2, category="factual", method="eap-ig") and factual
+        _as_counted(factual) == recurring_by_hand(catalogue, "toy-a", 2, category="factual", method="eap-ig")
+        and factual
     )
     assert all(set(c["relations"]) <= {"country_capital_city", "country_language"} for c in factual)
     everything = client.get("/components/recurring", params={"model": "toy-b", "min_count": 1}).json()
-    assert everything["components"] == recurring_by_hand(catalogue, "toy-b", 1)
+    assert _as_counted(everything["components"]) == recurring_by_hand(catalogue, "toy-b", 1)
     unknown = client.get("/components/recurring", params={"model": "nope"})
     assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["message"]
     missing = client.get("/components/recurring")
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "query.model"
+
+
+def test_recurring_against_the_plain_computation(client: TestClient, catalogue: Catalogue) -> None:
+    """toy-b: one circuit per relation; toy-a: two (EAP and EAP-IG) for two relations, the node-level circuit
+    of a fifth; checked against the statistics computed from the stored rows the plain way."""
+    for model in ("toy-a", "toy-b"):
+        body = client.get("/components/recurring", params={"model": model, "min_count": 1}).json()
+        want = expected_recurrence(stored_circuits(catalogue.engine, model))
+        assert {c["component"] for c in body["components"]} == {n for n, e in want.items() if e.count}
+        for c in body["components"]:
+            e = want[c["component"]]
+            assert (c["n_relations"], c["relations"]) == (e.count, e.relations)
+            assert c["expected"] == pytest.approx(e.expected, rel=1e-9)
+            assert c["enrichment"] == pytest.approx(e.enrichment, rel=1e-9)
+            assert (c["p_value"], c["q_value"]) == (pytest.approx(e.p_value), pytest.approx(e.q_value))
+            assert c["generic"] is None and c["roles"] == {}
+            assert 0.3 <= c["mean_stability"] <= 1.0
+        cut = sorted(e.q_value for e in want.values() if e.count)[len(body["components"]) // 2]
+        some = client.get(
+            "/components/recurring", params={"model": model, "min_count": 1, "max_q": cut}
+        ).json()
+        assert [c["component"] for c in some["components"]] == [
+            c["component"] for c in body["components"] if c["q_value"] <= cut
+        ]
+        assert some["max_q"] == cut
+        steady = client.get(
+            "/components/recurring", params={"model": model, "min_count": 1, "min_stability": 0.65}
+        ).json()["components"]
+        assert [c["component"] for c in steady] == [
+            c["component"] for c in body["components"] if c["mean_stability"] >= 0.65
+        ]
+
+
+def test_recurring_bad_values_are_422(client: TestClient) -> None:
+    for params, field in (
+        ({"max_q": 2}, "query.max_q"),
+        ({"max_q": -0.5}, "query.max_q"),
+        ({"max_q": "nan"}, "query.max_q"),
+        ({"min_stability": -1}, "query.min_stability"),
+        ({"min_stability": 1.01}, "query.min_stability"),
+        ({"min_count": 0}, "query.min_count"),
+        ({"exclude_generic": "perhaps"}, "query.exclude_generic"),
+        ({"category": "gossip"}, "query.category"),
+    ):
+        answer = client.get("/components/recurring", params={"model": "toy-a", **params})
+        assert answer.status_code == 422, (params, answer.text)
+        assert [e["field"] for e in answer.json()["errors"]] == [field]
+
+
+def test_circuit_members_carry_their_stability(client: TestClient, catalogue: Catalogue) -> None:
+    from sqlalchemy import select
+
+    from atlas.db.models import CircuitEdge, CircuitNode, Component
+
+    circuit_id = catalogue.circuits[("toy-a", "country_capital_city", "eap-ig")]
+    detail = client.get(f"/circuits/{circuit_id}").json()
+    with catalogue.engine.connect() as connection:
+        nodes = dict(
+            connection.execute(
+                select(Component.name, CircuitNode.stability)
+                .join(Component, CircuitNode.component_id == Component.id)
+                .where(CircuitNode.circuit_id == circuit_id, CircuitNode.in_circuit)
+            ).all()
+        )
+        edges = connection.execute(
+            select(CircuitEdge.stability).where(CircuitEdge.circuit_id == circuit_id, CircuitEdge.in_circuit)
+        ).scalars()
+        edge_shares = sorted(edges)
+    assert {n["node"]: n["stability"] for n in detail["nodes"]} == nodes
+    assert all(v is not None for v in nodes.values())
+    assert sorted(e["stability"] for e in detail["edges"]) == edge_shares
 
 
 def test_one_component_across_relations_models_and_edits(client: TestClient) -> None:

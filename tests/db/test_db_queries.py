@@ -21,8 +21,8 @@ from atlas.db.queries import (
     jaccard,
     list_circuits,
     overlap_matrix,
-    recurring_components,
 )
+from atlas.db.recurrence import recurring_components
 from atlas.db.store import store_discovery
 
 
@@ -38,8 +38,11 @@ def ids(engine: Engine, discovered: dict[str, Discovered], corpus_sha: str) -> l
 
 
 def _recurring(engine: Engine, **filters: object) -> list[tuple[str, int, list[str]]]:
+    """Components, relation counts and relations, most relations first, then in graph order (the query
+    lists the most significant first: tests/db/test_db_recurrence.py checks that order)."""
     found = recurring_components(engine, "tiny-llama", **filters)  # type: ignore[arg-type]
-    return [(c.component, c.n_relations, c.relations) for c in found]
+    ordered = sorted(found, key=lambda c: (-c.n_relations, c.layer or 0, 99 if c.head is None else c.head))
+    return [(c.component, c.n_relations, c.relations) for c in ordered]
 
 
 def test_recurring_components(engine: Engine, ids: list[int]) -> None:
@@ -161,4 +164,4 @@ def test_overlap_and_recurring_match_sets(
             relations.setdefault(name, set()).add(summary.relation)
     found = recurring_components(engine, "tiny-llama", min_count=1)
     assert {c.component: c.relations for c in found} == {n: sorted(r) for n, r in relations.items()}
-    assert [c.n_relations for c in found] == sorted((len(r) for r in relations.values()), reverse=True)
+    assert sorted(c.n_relations for c in found) == sorted(len(r) for r in relations.values())

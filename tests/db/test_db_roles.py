@@ -14,7 +14,8 @@ from atlas.core.roles import HeadRole, HeadRoles, RoleThresholds
 from atlas.db import CatalogueError
 from atlas.db.cross_model import components_across_models
 from atlas.db.models import HeadRole as HeadRoleRow
-from atlas.db.queries import circuit_detail, recurring_components
+from atlas.db.queries import circuit_detail
+from atlas.db.recurrence import recurring_components
 from atlas.db.store import store_discovery
 
 

@@ -75,7 +75,7 @@ def test_a_repeated_run_is_found_in_the_catalogue_not_redone() -> None:
     ends = {end.split("<")[0] for edge in stored["edges"] for end in edge["edge"].split("->")}
     components = ends - {"input", "logits"}
     assert components and len(components) == computed["n_nodes"] - 2
-    listed = json.loads(recurring.stdout)
+    listed = json.loads(recurring.stdout)["components"]
     assert {c["component"] for c in listed if "substance_phase" in c["relations"]} == components
     for entry in listed:
         assert entry["n_relations"] == len(entry["relations"]) >= 1

@@ -91,7 +91,7 @@ def test_every_lre_file_loads(lre: dict[str, Relation]) -> None:
     assert len(lre) == 47
     assert len(list(LRE.rglob("*.json"))) == 47
     counts = {c: sum(r.category == c for r in lre.values()) for c in CATEGORIES}
-    assert counts == {"factual": 26, "commonsense": 8, "linguistic": 6, "bias": 7}
+    assert counts == {"factual": 26, "commonsense": 8, "linguistic": 6, "bias": 7, "control": 0}
     assert all(r.facts and (r.prompt_templates or r.prompt_templates_zs) for r in lre.values())
 
 

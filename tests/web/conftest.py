@@ -18,7 +18,17 @@ from typing import Any
 import httpx
 import pytest
 from services import require_browser
-from web_helpers import CHROMIUM, REPO, SCREENSHOTS, TOKEN, Console, Site, add_extras, free_port
+from web_helpers import (
+    CHROMIUM,
+    REPO,
+    SCREENSHOTS,
+    TOKEN,
+    Console,
+    Site,
+    add_extras,
+    add_planted,
+    free_port,
+)
 
 from atlas.db.engine import make_engine, upgrade
 
@@ -33,6 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
     catalogue = populate(engine, url)
     edit_id, curve_circuit, job_id = add_extras(catalogue)
+    add_planted(catalogue)
     port = free_port()
     log = folder / "server.log"
     env = {**os.environ, "ATLAS_DATABASE_URL": url, "ATLAS_API_TOKEN": TOKEN, "ATLAS_BROKER_URL": ""}

@@ -8,6 +8,7 @@ goes to test-output/screenshots/."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from web_helpers import Console, Site
+from web_helpers import PLANTED_HEAD, PLANTED_MODEL, Console, Site
+
+from atlas.core.corpus import CATEGORIES
 
 STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
 
@@ -86,6 +89,41 @@ def test_circuit_page_graph_and_slider(site: Site, page: Any, screenshots: Path)
     assert graph.locator("path.edge").count() == detail["n_edges"]
 
 
+def test_circuit_page_draws_stable_members_solid_and_unstable_ones_faded(site: Site, page: Any) -> None:
+    circuit_id = site.curve_circuit
+    detail = site.get(f"/circuits/{circuit_id}")
+    page.goto(f"{site.base}/ui/circuits/{circuit_id}")
+    ready(page)
+    graph = page.locator("#graph svg.circuit")
+
+    def drawn(selector: str, key: str) -> dict[str, str]:
+        return dict(
+            graph.locator(selector).evaluate_all(
+                f"els => els.map(e => [e.dataset.{key}, e.getAttribute('class')])"
+            )
+        )
+
+    edges, nodes = drawn("path.edge", "edge"), drawn("g.node", "node")
+    expected_edges = {e["edge"]: "stable" if e["stability"] >= 0.8 else "unstable" for e in detail["edges"]}
+    assert {name: classes.split()[-1] for name, classes in edges.items()} == expected_edges
+    assert set(expected_edges.values()) == {"stable", "unstable"}  # both drawn
+    for n in detail["nodes"]:
+        if n["node"] in ("input", "logits"):
+            assert "stable" not in nodes[n["node"]]
+        else:
+            assert nodes[n["node"]].split()[-1] == ("stable" if n["stability"] >= 0.8 else "unstable")
+    opacity = "e => getComputedStyle(e).opacity"
+    stable = next(name for name, kind in expected_edges.items() if kind == "stable")
+    unstable = next(name for name, kind in expected_edges.items() if kind == "unstable")
+    solid = float(graph.locator(f'path.edge[data-edge="{stable}"]').evaluate(opacity))
+    faded = float(graph.locator(f'path.edge[data-edge="{unstable}"]').evaluate(opacity))
+    assert solid > 0.9 and faded < 0.3
+    assert "80%" in page.locator("#stability-legend").inner_text()
+    page.locator("#size").fill("8")  # a re-cut has no bootstrap: nothing faded
+    page.wait_for_selector('main[data-recut="8"]')
+    assert graph.locator("path.edge.unstable").count() == graph.locator("path.edge.stable").count() == 0
+
+
 def test_node_level_circuit(site: Site, page: Any) -> None:
     circuit_id = site.catalogue.node_circuit
     detail = site.get(f"/circuits/{circuit_id}")
@@ -135,6 +173,65 @@ def test_recurrence_heatmap_and_overlap(site: Site, page: Any, screenshots: Path
     ready(page)
     page.wait_for_function("document.querySelector('#heatmap-svg') !== null")
     assert page.locator("#heatmap-svg rect.cell").count() == model["n_layers"] * model["n_heads"]
+
+
+def shade_of(enrichment: float | None) -> str:
+    """The heatmap's colour of an enrichment, restated: white-ish at 1x or less, dark blue from 8x (log2)."""
+    t = 0.0 if enrichment is None or not enrichment > 1 else min(1.0, math.log2(enrichment) / 3)
+    r, g, b = (round(start - t * (start - end)) for start, end in ((245, 23), (247, 63), (250, 140)))
+    return f"rgb({r},{g},{b})"
+
+
+def cells_of(page: Any) -> dict[str, dict[str, Any]]:
+    return {
+        c["component"]: c
+        for c in page.locator("#heatmap-svg rect.cell, #heatmap-svg rect.cell-mlp").evaluate_all(
+            """cells => cells.map(c => ({component: c.dataset.component, count: Number(c.dataset.count),
+                fill: c.getAttribute("fill"), q: c.dataset.q, classes: c.getAttribute("class"),
+                title: c.querySelector("title").textContent}))"""
+        )
+    }
+
+
+def test_recurrence_heatmap_colours_by_enrichment_and_filters_by_q(
+    site: Site, page: Any, screenshots: Path
+) -> None:
+    """toy-planted: one head planted in every relation's circuit (and the controls'), the rest noise."""
+    body = site.get("/components/recurring", model=PLANTED_MODEL.name, min_count=1)
+    recurring = {c["component"]: c for c in body["components"]}
+    page.goto(f"{site.base}/ui/recurring?model={PLANTED_MODEL.name}")
+    ready(page)
+    cells = cells_of(page)
+    assert len(cells) == PLANTED_MODEL.n_layers * (PLANTED_MODEL.n_heads + 1)
+    for name, cell in cells.items():
+        entry = recurring.get(name)
+        assert cell["count"] == (entry["n_relations"] if entry else 0)
+        assert cell["fill"] == shade_of(entry["enrichment"] if entry else None), name
+        if entry:  # counts, expected, q on hover
+            assert f"in the circuits of {entry['n_relations']} relation" in cell["title"]
+            assert f"{entry['expected']:.2f} expected" in cell["title"]
+    planted = cells[PLANTED_HEAD]
+    assert recurring[PLANTED_HEAD]["q_value"] < 0.001 and "generic" in planted["classes"]
+    assert planted["fill"] == shade_of(8.0)  # the darkest: enrichment far above 8x
+    options = page.locator("#f-category option").evaluate_all("options => options.map(o => o.value)")
+    assert options == ["", *CATEGORIES]  # the control category too
+    summary = page.locator("#recurring-summary").inner_text()
+    assert f"{body['n_relations']} relations" in summary and "copy_name, copy_word" in summary
+    page.screenshot(path=screenshots / "recurring-enrichment.png", full_page=True)
+
+    page.select_option("#f-max-q", "0.01")
+    page.wait_for_function("new URLSearchParams(location.search).get('max_q') === '0.01'")
+    ready(page)
+    significant = site.get("/components/recurring", model=PLANTED_MODEL.name, min_count=1, max_q=0.01)
+    shown = {name for name, cell in cells_of(page).items() if cell["count"]}
+    assert shown == {c["component"] for c in significant["components"]} == {PLANTED_HEAD}
+    page.check("#f-exclude-generic")
+    page.wait_for_function("new URLSearchParams(location.search).get('exclude_generic') === 'true'")
+    ready(page)
+    assert not any(cell["count"] for cell in cells_of(page).values())  # the planted head recurs in controls
+    page.click(f'#heatmap-svg rect[data-component="{PLANTED_HEAD}"]')
+    page.wait_for_selector("#cell-detail h2")
+    assert PLANTED_HEAD in page.locator("#cell-detail").inner_text()
 
 
 def test_compare_highlights_shared_edges(site: Site, page: Any, screenshots: Path) -> None:

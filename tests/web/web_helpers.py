@@ -13,9 +13,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
 
-from api_helpers import REPO, TOKEN, Catalogue
+from api_helpers import PARAMS, REPO, TOKEN, Catalogue, store_synthetic
 from services import CHROMIUM
 
+from atlas.db.store import ModelInfo
 from atlas.spec.params import DiscoveryParams
 
 __all__ = ["CHROMIUM", "REPO", "TOKEN", "Catalogue"]
@@ -141,6 +142,19 @@ def add_extras(catalogue: Catalogue) -> tuple[int, int, int]:
     job = submit_job(engine, DiscoveryRequest("toy-b", ("city_in_country",), params))
     assert job.job_id is not None
     return edit_id, first, job.job_id
+
+
+PLANTED_MODEL = ModelInfo("toy-planted", "LlamaForCausalLM", 8, 8, 64, "float32", "c" * 64)
+PLANTED_HEAD = "a7.h7"
+
+
+def add_planted(catalogue: Catalogue) -> None:
+    """toy-planted (8 x 8): a circuit per bundled relation (controls included) whose top edges run through
+    one planted head, the rest seeded noise: a model with a component that recurs significantly."""
+    from atlas.core.corpus import bundled_corpus_path, load_corpus
+
+    for k, name in enumerate(sorted(load_corpus(bundled_corpus_path()))):
+        store_synthetic(catalogue.engine, PLANTED_MODEL, name, PARAMS, 500 + k, planted=PLANTED_HEAD)
 
 
 class Console:
