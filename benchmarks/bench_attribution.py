@@ -1,29 +1,39 @@
 """Attribution speed and memory: EAP and EAP-IG against a bare-model floor and transformer_lens.
 
 Measures, for one model and `--facts` clean/corrupt pairs (split evenly over `--relations`, first pairs
-taken whether or not the model knows the fact), after one warm-up batch:
+taken whether or not the model knows the fact), after one warm-up batch, `--repeats` timed runs of each
+phase (the table gives the median and the range, min-max):
 
   * EAP and EAP-IG (`--steps` m) wall seconds and facts/s (`atlas.core.attribution.edge_scores`);
-  * the floor: m+1 plain forward+backward passes of a freshly loaded plain HF model with the same weights
-    on the same batches (weights frozen, gradient to `inputs_embeds` only, metric = summed object
-    log-prob), and the EAP-IG / floor ratio. The same passes on `load_model(...).hf_model` are shown too:
-    TransformerBridge splices its components into that module, so it runs the bridge (hooks idle);
+  * the floor: the passes EAP-IG cannot do without, on a freshly loaded plain HF model with the same weights
+    and the same batches: per batch m forward+backward passes (weights frozen, gradient to `inputs_embeds`
+    only, logits only at the object's target positions, metric = summed object log-prob) and one
+    gradient-free forward of the corrupt prompts; that is what `atlas.core.attribution.eap_ig` runs besides
+    its hooks and score products. The EAP floor is the same with m = 1. The EAP-IG / floor ratio is the
+    cost of the hooks, the recorded activations and the score products. The same passes on
+    `load_model(...).hf_model` are shown too: TransformerBridge splices its components into that module,
+    so it runs the bridge (hooks idle);
   * peak resident memory of each phase. Every phase runs in a fresh subprocess: "peak RSS (phase)" is
     VmHWM after resetting it (`/proc/self/clear_refs`) once the model is loaded and warmed up, so it covers
-    the timed phase only (it includes the model weights and what the warm-up left in the allocator);
+    the timed runs only (it includes the model weights and what the warm-up left in the allocator);
     "process peak" is that subprocess's ru_maxrss read before the reset and after the phase (load +
-    warm-up + phase). On cuda also
-    `torch.cuda.max_memory_allocated` over the timed phase;
-  * transformer_lens's own `attribution_patch` (edge granularity, per example) on `--tl-pairs` pairs:
-    seconds per pair vs our batched EAP seconds per pair, and max |TL - ours| / max |ours| over the
-    [n_writers, n_readers] score matrix (TL's per-position edges summed over positions);
+    warm-up + phase). On cuda also `torch.cuda.max_memory_allocated` over the timed runs;
+  * transformer_lens's own `attribution_patch` (edge granularity) on `--tl-pairs` pairs, like for like:
+    it scores pairs one at a time (it has no batched path: a batch is looped over inside), so ours is timed
+    one pair at a time too (batches of 1), on the same pairs; each pair is a sample (median, min-max).
+    What still differs, by design: TL needs the model's parameters to require grad (nothing else in its
+    graph does) and drives its backward with `torch.autograd.grad` over the activations (no parameter
+    gradient is accumulated); it computes logits at every position and collects scores in Python dicts. Our
+    batched run (`--batch-size`, the EAP row) is shown beside it, marked as not like for like. Agreement:
+    max |TL - ours| / max |ours| over the [n_writers, n_readers] score matrix (TL's per-position edges
+    summed over positions);
   * with `--malloc-compare`, EAP-IG again under glibc malloc tuning (no mmap/trim churn): speed-up and
     whether the scores are bit-identical;
   * with `--compare-cpu` (and `--device cuda`), EAP-IG on the CPU too, same batches.
 
 Read the table as: quantity | value | target | met?. Ratios above 1 are "ours slower" for the floor
-row and "ours faster" for the transformer_lens row. Timings on a shared 2-core machine are noisy: check
-`uptime` first. Examples::
+row and "ours faster" for the transformer_lens row. The 1-minute load average is printed at the start and
+after each phase: timings on a shared machine are noisy. Examples::
 
     python benchmarks/bench_attribution.py                       # SmolLM2, CPU, everything but malloc
     python benchmarks/bench_attribution.py --malloc-compare --json /tmp/bench.json
@@ -39,6 +49,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,17 +133,28 @@ def _reset_peak(device: torch.device) -> bool:
 
 
 def _floor_pass(hf_model: Any, batch: Any, passes: int) -> None:
-    """`passes` forward+backward passes of an HF model, gradient to the input embeddings only."""
+    """The passes EAP-IG with `passes` steps cannot do without, on a plain HF model: one gradient-free
+    forward of the corrupt prompts, and `passes` forward+backward passes of the clean ones with the gradient
+    to the input embeddings only and the logits only at the object's target positions (as
+    atlas.core.readout computes them)."""
     from atlas.core.metrics import object_logprob
+    from atlas.core.readout import readout_batch
 
-    embed = hf_model.get_input_embeddings()
+    base = hf_model.base_model
+    head = hf_model.get_output_embeddings()
+    cap = getattr(hf_model.config, "final_logit_softcapping", None)
+    rows = torch.arange(batch.size, device=batch.clean.device)[:, None]
     with torch.no_grad():
-        inputs = embed(batch.clean)
+        base(input_ids=batch.corrupt, use_cache=False)
+        inputs = hf_model.get_input_embeddings()(batch.clean)
     for _ in range(passes):
         leaf = inputs.detach().requires_grad_(True)
-        logits = hf_model(inputs_embeds=leaf, use_cache=False).logits
-        (grad,) = torch.autograd.grad(object_logprob(logits, batch).sum(), leaf)
-        del grad, logits
+        hidden = base(inputs_embeds=leaf, use_cache=False).last_hidden_state
+        logits = head(hidden[rows, batch.target_pos])
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        (grad,) = torch.autograd.grad(object_logprob(logits, readout_batch(batch)).sum(), leaf)
+        del grad, logits, hidden
 
 
 def pristine_hf_model(name: str, device: torch.device) -> Any:
@@ -153,6 +175,17 @@ def pristine_hf_model(name: str, device: torch.device) -> Any:
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
     return hf_model
+
+
+def _repeat(work: Any, batches: list[Any], repeats: int, device: torch.device) -> tuple[list[float], Any]:
+    """Seconds of `repeats` runs of `work(batches)`, and the last run's result."""
+    samples, result = [], None
+    for _ in range(repeats):
+        clock = time.perf_counter()
+        result = work(batches)
+        _sync(device)
+        samples.append(time.perf_counter() - clock)
+    return samples, result
 
 
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,6 +219,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         out.update(_tl_compare(model, pairs, pad, args.tl_pairs))
         return out
 
+    extra: list[tuple[str, Any]] = []  # (key, work) timed after the phase's own work: the EAP floor
     if phase in ("floor", "floor-bridge"):
         if phase == "floor":  # drop the bridge and time a freshly loaded plain HF model instead
             del model
@@ -197,10 +231,17 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         out["attn_implementation"] = str(getattr(hf_model.config, "_attn_implementation", "?"))
         out["hf_model_class"] = type(hf_model).__name__
 
-        def work(chosen: list[Any]) -> torch.Tensor | None:
-            for batch in chosen:
-                _floor_pass(hf_model, batch, args.steps + 1)
-            return None
+        def floor(passes: int) -> Any:
+            def run(chosen: list[Any]) -> torch.Tensor | None:
+                for batch in chosen:
+                    _floor_pass(hf_model, batch, passes)
+                return None
+
+            return run
+
+        work = floor(args.steps)
+        if phase == "floor":
+            extra.append(("eap_floor", floor(1)))
     else:
         method = "eap" if phase == "eap" else "eap-ig"
 
@@ -213,13 +254,13 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     # Read before the reset: resetting VmHWM also resets what ru_maxrss reports for this process.
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["peak_reset"] = _reset_peak(device)
-    clock = time.perf_counter()
-    scores = work(batches)
-    _sync(device)
-    seconds = time.perf_counter() - clock
-    out["seconds"] = seconds
-    out["facts_per_s"] = len(pairs) / seconds
+    samples, scores = _repeat(work, batches, args.repeats, device)
+    out["seconds_samples"] = samples
+    out["seconds"] = statistics.median(samples)
+    out["facts_per_s"] = len(pairs) / out["seconds"]
     out["peak_rss_phase_kb"] = _status_kb("VmHWM")
+    for key, other in extra:
+        out[f"{key}_seconds_samples"], _ = _repeat(other, batches, args.repeats, device)
     out["ru_maxrss_kb"] = max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     if device.type == "cuda":
         out["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
@@ -243,13 +284,16 @@ def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[st
     graph = graph_of(model)
     device = model.device
     chosen = pairs[:n_pairs]
-    ours_batch = make_batches(chosen, len(chosen), pad)
-    edge_scores(model, ours_batch, object_logprob, method="eap")  # warm-up
+    singles = [make_batches([pair], 1, pad)[0].to(device) for pair in chosen]
+    edge_scores(model, singles[:1], object_logprob, method="eap")  # warm-up
     _sync(device)
-    clock = time.perf_counter()
-    ours = edge_scores(model, ours_batch, object_logprob, method="eap").cpu()
-    _sync(device)
-    ours_seconds = time.perf_counter() - clock
+    ours_per_pair: list[float] = []  # like for like: one pair at a time, as TL scores them
+    for single in singles:
+        clock = time.perf_counter()
+        edge_scores(model, [single], object_logprob, method="eap")
+        _sync(device)
+        ours_per_pair.append(time.perf_counter() - clock)
+    ours = edge_scores(model, make_batches(chosen, len(chosen), pad), object_logprob, method="eap").cpu()
 
     def writer_index(node: Any) -> int:
         if node.kind == "embed":
@@ -276,8 +320,7 @@ def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[st
     for p in model.hf_model.parameters():
         p.requires_grad_(True)
     try:
-        for pair in chosen:
-            single = make_batches([pair], 1, pad)[0].to(device)
+        for single in singles:
 
             def metric_fn(logits: torch.Tensor, single: Any = single) -> torch.Tensor:
                 return object_logprob(logits[None] if logits.dim() == 2 else logits, single).sum()
@@ -300,7 +343,7 @@ def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[st
     return {
         "tl_pairs": len(chosen),
         "tl_seconds_per_pair": per_pair,
-        "ours_eap_seconds_same_pairs": ours_seconds,
+        "ours_seconds_per_pair": ours_per_pair,
         "tl_max_abs_diff": float((theirs - ours64).abs().max()),
         "tl_max_rel_diff": float((theirs - ours64).abs().max()) / scale if scale else float("nan"),
         "tl_edge_sets_equal": bool(torch.equal(covered, graph.valid_edges)),
@@ -340,6 +383,8 @@ def _spawn(
         args.relations,
         "--tl-pairs",
         str(args.tl_pairs),
+        "--repeats",
+        str(args.repeats),
     ]
     if args.corpus:
         command += ["--corpus", args.corpus]
@@ -356,6 +401,11 @@ def _spawn(
     out["loadavg_1min_after"] = os.getloadavg()[0]
     print(f"[bench] {tag} done in {time.perf_counter() - clock:.1f} s", file=sys.stderr, flush=True)
     return out
+
+
+def _spread(samples: list[float]) -> str:
+    """Median and range of timings: "1.23 (1.20-1.31)"."""
+    return f"{statistics.median(samples):.3g} ({min(samples):.3g}-{max(samples):.3g})"
 
 
 def _mib(kb: float) -> str:
@@ -406,24 +456,50 @@ def orchestrate(args: argparse.Namespace) -> None:
     rows.append(("facts (per relation)", f"{ig['facts']} {ig['composition']}", "", ""))
     rows.append(("batches [batch, pos]", " ".join(f"{b}x{p}" for b, p in ig["batch_shapes"]), "", ""))
     rows.append(("model load s (worker)", f"{ig['load_seconds']:.1f}", "", ""))
-    rows.append(("EAP s / facts/s", f"{eap['seconds']:.2f} / {eap['facts_per_s']:.1f}", "", ""))
+    rows.append(("timed runs per phase (value: median, range min-max)", str(args.repeats), "", ""))
+    rows.append(("EAP s / facts/s", f"{_spread(eap['seconds_samples'])} / {eap['facts_per_s']:.1f}", "", ""))
     rows.append(
-        (f"EAP-IG (m={args.steps}) s / facts/s", f"{ig['seconds']:.2f} / {ig['facts_per_s']:.1f}", "", "")
+        (
+            f"EAP-IG (m={args.steps}) s / facts/s",
+            f"{_spread(ig['seconds_samples'])} / {ig['facts_per_s']:.1f}",
+            "",
+            "",
+        )
     )
     if floor is not None and floor_bridge is not None:
         ratio = ig["seconds"] / floor["seconds"]
         how = f"{floor['hf_model_class']}, attn {floor['attn_implementation']}"
         rows.append(
-            (f"floor: {args.steps + 1} fwd+bwd of plain HF ({how}) s", f"{floor['seconds']:.2f}", "", "")
+            (
+                f"floor: per batch {args.steps} fwd+bwd (target-position logits) + 1 no-grad fwd, "
+                f"plain HF ({how}) s",
+                _spread(floor["seconds_samples"]),
+                "",
+                "",
+            )
         )
         rows.append(
-            ("EAP-IG / floor", f"{ratio:.2f}x", f"<= {FLOOR_TARGET:.0f}x", _yes(ratio <= FLOOR_TARGET))
+            (
+                "EAP-IG / floor (medians)",
+                f"{ratio:.2f}x",
+                f"<= {FLOOR_TARGET:.0f}x",
+                _yes(ratio <= FLOOR_TARGET),
+            )
+        )
+        eap_floor = statistics.median(floor["eap_floor_seconds_samples"])
+        rows.append(
+            (
+                "EAP floor: per batch 1 fwd+bwd + 1 no-grad fwd s / EAP / floor",
+                f"{_spread(floor['eap_floor_seconds_samples'])} / {eap['seconds'] / eap_floor:.2f}x",
+                "",
+                "",
+            )
         )
         bridge_ratio = ig["seconds"] / floor_bridge["seconds"]
         rows.append(
             (
-                "same passes on bridge-wrapped model.hf_model s / EAP-IG ratio",
-                f"{floor_bridge['seconds']:.2f} / {bridge_ratio:.2f}x",
+                "same EAP-IG floor passes on bridge-wrapped model.hf_model s / EAP-IG ratio",
+                f"{_spread(floor_bridge['seconds_samples'])} / {bridge_ratio:.2f}x",
                 "",
                 "",
             )
@@ -441,18 +517,36 @@ def orchestrate(args: argparse.Namespace) -> None:
             cuda_mib = phase["cuda_max_allocated_bytes"] / 2**20
             rows.append((f"cuda max allocated, {label} phase", f"{cuda_mib:.0f} MiB", "", ""))
     if tl is not None:
-        tl_per_pair = sum(tl["tl_seconds_per_pair"]) / tl["tl_pairs"]
-        ours_per_pair = eap["seconds"] / eap["facts"]
-        speedup = tl_per_pair / ours_per_pair
+        tl_per_pair = statistics.median(tl["tl_seconds_per_pair"])
+        ours_single = statistics.median(tl["ours_seconds_per_pair"])
+        speedup = tl_per_pair / ours_single
         results["tl_speedup"] = speedup
-        rows.append((f"TL attribution_patch s/pair ({tl['tl_pairs']} pairs)", f"{tl_per_pair:.2f}", "", ""))
-        rows.append(("our EAP s/pair (batched run above)", f"{ours_per_pair:.3f}", "", ""))
         rows.append(
             (
-                "speed-up vs TL",
+                f"TL attribution_patch s/pair, one pair at a time ({tl['tl_pairs']} pairs)",
+                _spread(tl["tl_seconds_per_pair"]),
+                "",
+                "",
+            )
+        )
+        rows.append(
+            ("our EAP s/pair, one pair at a time (same pairs)", _spread(tl["ours_seconds_per_pair"]), "", "")
+        )
+        rows.append(
+            (
+                "speed-up vs TL, like for like (medians)",
                 f"{speedup:.0f}x",
                 f">= {TL_SPEEDUP_TARGET:.0f}x",
                 _yes(speedup >= TL_SPEEDUP_TARGET),
+            )
+        )
+        batched = eap["seconds"] / eap["facts"]
+        rows.append(
+            (
+                f"our EAP s/pair batched by {args.batch_size} (not like for like: TL has no batched path)",
+                f"{batched:.3f} ({tl_per_pair / batched:.0f}x TL)",
+                "",
+                "",
             )
         )
         rows.append(
@@ -517,7 +611,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--corpus", default="", help=f"relation folder (default {LRE_DIR} if present, else bundled)"
     )
-    parser.add_argument("--tl-pairs", type=int, default=2)
+    parser.add_argument("--tl-pairs", type=int, default=4, help="pairs for the transformer_lens comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per phase (median, range)")
     parser.add_argument("--skip-tl", action="store_true", help="skip the transformer_lens comparison")
     parser.add_argument(
         "--skip-floor", action="store_true", help="skip both floors (plain HF, bridge-wrapped)"

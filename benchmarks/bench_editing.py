@@ -3,9 +3,14 @@
 For each relation fact the model ranks first (seeded order), the edit rewrites its object to the object
 of the next such fact, and the outcome is measured (atlas.core.editing.outcomes): efficacy,
 generalization to the relation's other templates, locality on 10 same-relation neighbours and 10 facts
-of other relations, the old object's fate. Time is wall time of one edit (the method and the copy);
-memory is the peak resident set size (RSS, sampled from /proc every 20 ms) during one edit above the RSS
-before it.
+of other relations, the old object's fate. Outcomes are the mean and standard deviation over edits.
+
+Time is the wall time of one edit (the method and the copy), given as the median and the range (min-max)
+over the edits. ROME's key covariance is estimated once per layer and process (and cached): it is timed on
+its own before that layer's edits, so no edit's time includes it. Memory is the peak resident set size
+(RSS, sampled from /proc every 20 ms) during an edit above the RSS before it, the largest over the edits
+(and, for the covariance, during its estimate). The 1-minute load average is printed at the start and the
+end of each method and layer: on a shared machine, times follow it.
 
     python benchmarks/bench_editing.py                          # 20 edits, rome and ft-m, layers 3 and 10
     python benchmarks/bench_editing.py --edits 4 --layers 3 --methods rome --json /tmp/edits.json
@@ -19,6 +24,7 @@ import os
 import random
 import statistics
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ import torch
 from atlas.core.corpus import Relation, bundled_corpus_path, load_corpus
 from atlas.core.editing import EditParams, EditRequest, apply_edit, edit_outcome, probes_for
 from atlas.core.editing.base import object_ids
+from atlas.core.editing.covariance import key_covariance
 from atlas.core.editing.scoring import score_items
 from atlas.core.models import LoadedModel, load_model
 
@@ -125,15 +132,23 @@ def main() -> None:
     print(f"{args.model}, {relation.name}: {len(requests)} edits of known facts, corpus {args.corpus}")
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
     memory: dict[tuple[str, int], float] = {}
+    covariance: dict[tuple[str, int], tuple[float, float]] = {}  # (seconds, MB) of ROME's estimate
+    loads: dict[tuple[str, int], tuple[float, float]] = {}
     for method in args.methods.split(","):
         for layer in (int(x) for x in args.layers.split(",")):
-            rows = results.setdefault((method, layer), [])
-            for i, request in enumerate(requests):
-                params = EditParams(method=method, layer=layer, steps=args.steps, seed=args.seed)
+            key = (method, layer)
+            rows = results.setdefault(key, [])
+            load_start = os.getloadavg()[0]
+            params = EditParams(method=method, layer=layer, steps=args.steps, seed=args.seed)
+            if method == "rome":
+                clock = time.perf_counter()
+                with PeakRss() as rss:
+                    key_covariance(model, layer, params.resolved().cov_tokens)
+                covariance[key] = (time.perf_counter() - clock, rss.peak - rss.before)
+            for request in requests:
                 with PeakRss() as rss:
                     result = apply_edit(model, request, params)
-                if i == 0:
-                    memory[(method, layer)] = rss.peak - rss.before
+                memory[key] = max(memory.get(key, 0.0), rss.peak - rss.before)
                 outcome = edit_outcome(model, result.model, request, probes_for(relation, request, relations))
                 record = outcome.to_dict()
                 rows.append(
@@ -154,24 +169,35 @@ def main() -> None:
                     f"loc {outcome.locality:.2f}, {result.seconds:.1f} s",
                     flush=True,
                 )
+            loads[key] = (load_start, os.getloadavg()[0])
+    print(
+        f"\n{args.model}, {relation.name}, {len(requests)} edits per row; outcomes: mean ± sd over edits; "
+        f"s/edit: median (min-max); {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+    )
     header = (
-        f"{'method':6} {'layer':>5} {'efficacy':>13} {'P(new)>P(old)':>13} {'generaliz.':>13} "
+        f"{'method':6} {'layer':>5} {'edits':>5} {'efficacy':>13} {'P(new)>P(old)':>13} {'generaliz.':>13} "
         f"{'gen. P>':>13} {'locality':>13} {'neighb. NS':>13} {'old rank':>9} {'P(old) b->a':>13} "
-        f"{'s/edit':>7} {'MB':>6}"
+        f"{'s/edit (min-max)':>20} {'MB':>6} {'covariance s, MB':>17} {'load start->end':>16}"
     )
     print(header)
     for (method, layer), rows in results.items():
         s = summarize(rows)
+        seconds = [float(r["seconds"]) for r in rows]
 
         def cell(key: str, s: dict[str, Any] = s) -> str:
             return f"{s[key][0]:.2f} ± {s[key][1]:.2f}"
 
+        timing = f"{statistics.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f})"
+        cov = covariance.get((method, layer))
+        cov_cell = "-" if cov is None else f"{cov[0]:.1f} s, {cov[1]:.0f}"
+        load = loads[(method, layer)]
         print(
-            f"{method:6} {layer:>5} {cell('efficacy'):>13} {cell('efficacy_prob'):>13} "
+            f"{method:6} {layer:>5} {len(rows):>5} {cell('efficacy'):>13} {cell('efficacy_prob'):>13} "
             f"{cell('generalization'):>13} {cell('generalization_prob'):>13} {cell('locality'):>13} "
             f"{cell('neighbourhood_score'):>13} {s['old_rank_after'][0]:>9.1f} "
             f"{s['old_prob_before'][0]:.2f}->{s['old_prob_after'][0]:.2f}{'':>3} "
-            f"{s['seconds'][0]:>7.1f} {memory[(method, layer)]:>6.0f}"
+            f"{timing:>20} {memory[(method, layer)]:>6.0f} {cov_cell:>17} "
+            f"{f'{load[0]:.1f}->{load[1]:.1f}':>16}"
         )
     if args.json:
         Path(args.json).write_text(

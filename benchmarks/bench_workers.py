@@ -1,13 +1,19 @@
 """Jobs per hour with one and two `atlas worker` processes on this machine, and the queue's overhead per job.
 
-    .venv/bin/python benchmarks/bench_workers.py [--model smollm2-135m] [--jobs 4] [--workers 1,2]
-        [--max-facts 32] [--method eap-ig] [--corpus ../shared/lre]
+    .venv/bin/python benchmarks/bench_workers.py [--model smollm2-135m] [--jobs 6] [--rounds 3]
+        [--workers 1,2] [--max-facts 32] [--method eap-ig] [--corpus ../shared/lre]
 
 For each worker count: a throw-away PostgreSQL database and Redis database, N worker processes (torch threads
 split between them), one warm-up job per worker (loads the model once per process, as in production), then
-`--jobs` discovery jobs (one relation each) submitted at once. Reported: wall time and jobs per hour; the
-overhead per job: enqueue-to-start latency of the jobs that found a worker idle, and the task's time minus the
-job function's own time (both from the worker's log), against the mean job-function time.
+`--rounds` rounds of `--jobs` discovery jobs (one relation each, sized by faithfulness, no curve) submitted at
+once, each round after the last has finished. Every job is a distinct run (relations cycle, the seed changes
+per round), so none is found in the catalogue.
+
+Reported, as median and range (min-max): jobs per hour (one sample per round: its jobs over its wall time);
+the job function's seconds (one sample per job); the overhead per job: the enqueue-to-start latency of the
+jobs that found a worker idle (the first N of each round) and the task's time minus the job function's own
+time (both from the worker's log); and the overhead as a share of the job function's median time. The
+1-minute load average at the start and end of each worker count is printed with them.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import tempfile
 import time
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -52,22 +60,33 @@ def _when(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def run(args: argparse.Namespace, n_workers: int, user: str) -> dict[str, float]:
+def ended(engine: Any, jobs: list[int]) -> bool:
+    return all(get_job(engine, j)["status"] in ("done", "failed") for j in jobs)
+
+
+def run(args: argparse.Namespace, n_workers: int, user: str) -> dict[str, Any]:
     import workers.app
     from atlas.config import get_settings
     from workers.enqueue import submit_and_send
 
+    load_start = os.getloadavg()[0]
     broker = require_redis(13)
     with pg_database(user) as url, tempfile.TemporaryDirectory() as logs:
         upgrade(url)
         engine = make_engine(url)
         corpus = load_corpus(args.corpus)
         names = [n for n in RELATIONS if n in corpus][: args.jobs + n_workers]
+        if len(names) < args.jobs + n_workers:
+            raise SystemExit(
+                f"--jobs {args.jobs} with {n_workers} workers needs {args.jobs + n_workers} relations"
+            )
         import_relations(engine, [corpus[n] for n in names])
         env = {
             "ATLAS_DATABASE_URL": url,
             "ATLAS_BROKER_URL": broker,
-            "ATLAS_THREADS": str(max(1, (os.cpu_count() or 2) // n_workers)),
+            # torch's intra-op threads, split between the worker processes. (ATLAS_THREADS is a setting
+            # that nothing reads yet; OMP_NUM_THREADS is what torch takes at start-up.)
+            "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // n_workers)),
         }
         os.environ.update(env)
         get_settings.cache_clear()
@@ -87,44 +106,63 @@ def run(args: argparse.Namespace, n_workers: int, user: str) -> dict[str, float]
                 ).job_id
                 for i in range(n_workers)
             ]
+            assert None not in warm, "a distinct run always makes a job"
             wait_for(
-                lambda: all(get_job(engine, j)["status"] == "done" for j in warm), 900, "warm-up", logs_text
-            )
-            started = time.time()
-            jobs = [
-                submit_and_send(engine, DiscoveryRequest(args.model, (name,), params), "cpu").job_id
-                for name in names[n_workers : n_workers + args.jobs]
-            ]
-            wait_for(
-                lambda: all(get_job(engine, j)["status"] in ("done", "failed") for j in jobs),
-                7200,
-                "the jobs",
+                lambda: all(get_job(engine, j)["status"] == "done" for j in warm if j is not None),
+                900,
+                "warm-up",
                 logs_text,
             )
-            wall = time.time() - started
+            rounds: list[tuple[list[int], float]] = []  # (job ids, wall seconds)
+            for round_no in range(args.rounds):
+                started = time.time()
+                jobs: list[int] = []
+                for name in names[n_workers : n_workers + args.jobs]:
+                    request = DiscoveryRequest(args.model, (name,), replace(params, seed=round_no))
+                    job_id = submit_and_send(engine, request, "cpu").job_id
+                    assert job_id is not None, "a distinct run always makes a job"
+                    jobs.append(job_id)
+                wait_for(
+                    partial(ended, engine, jobs),
+                    7200,
+                    f"round {round_no + 1}",
+                    logs_text,
+                )
+                rounds.append((jobs, time.time() - started))
         finally:
             for p in procs:
                 p.stop()
-        views = [get_job(engine, j) for j in jobs]
+        views = [get_job(engine, j) for jobs, _ in rounds for j in jobs]
         failed = [v for v in views if v["status"] != "done"]
         if failed:
             raise SystemExit(f"jobs failed: {[(v['id'], v['error']) for v in failed]}")
         timings = {int(m[1]): (float(m[3]), float(m[4])) for m in TASK_LINE.finditer(logs_text())}
         engine.dispose()
-    first = sorted(views, key=lambda v: _when(v["started_at"]))[:n_workers]  # these found a worker idle
-    latency = statistics.mean(_when(v["started_at"]) - _when(v["created_at"]) for v in first)
-    task_minus_work = statistics.mean(timings[v["id"]][0] - timings[v["id"]][1] for v in views)
-    work = statistics.mean(v["work_seconds"] for v in views)
+    idle = []  # the jobs of each round that found a worker idle
+    for jobs, _ in rounds:
+        in_round = [v for v in views if v["id"] in jobs]
+        idle += sorted(in_round, key=lambda v: _when(v["started_at"]))[:n_workers]
+    latency = [_when(v["started_at"]) - _when(v["created_at"]) for v in idle]
+    task_minus_work = [timings[v["id"]][0] - timings[v["id"]][1] for v in views]
+    work = [float(v["work_seconds"]) for v in views]
+    per_hour = [len(jobs) / wall * 3600 for jobs, wall in rounds]
+    overhead = statistics.median(latency) + statistics.median(task_minus_work)
     return {
         "workers": n_workers,
         "jobs": len(views),
-        "wall_s": wall,
-        "jobs_per_hour": len(views) / wall * 3600,
+        "rounds": len(rounds),
+        "jobs_per_hour": per_hour,
         "job_s": work,
         "latency_s": latency,
         "task_minus_job_s": task_minus_work,
-        "overhead_pct": 100 * (latency + task_minus_work) / work,
+        "overhead_pct": 100 * overhead / statistics.median(work),
+        "load": (load_start, os.getloadavg()[0]),
     }
+
+
+def spread(values: list[float], digits: int = 1) -> str:
+    """Median and range: "12.3 (11.0-14.1)"."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main() -> None:
@@ -132,7 +170,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=6, help="jobs per round, submitted at once")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of --jobs jobs (jobs/hour: one per round)"
+    )
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--max-facts", type=int, default=32)
     parser.add_argument("--method", default="eap-ig")
@@ -143,16 +184,20 @@ def main() -> None:
 
     user = require_pg()
     rows = [run(args, int(n), user) for n in args.workers.split(",")]
-    print(f"\n{args.model}, {args.method}, {args.max_facts} facts per job, {os.cpu_count()} CPU cores\n")
     print(
-        f"{'workers':>7} {'jobs':>4} {'wall s':>7} {'jobs/h':>7} {'job s':>7} {'enqueue->start s':>17} "
-        f"{'task-job s':>10} {'overhead':>9}"
+        f"\n{args.model}, {args.method}, {args.max_facts} facts per job, {os.cpu_count()} CPU cores; "
+        "median (min-max): jobs/h over rounds, the rest over jobs\n"
     )
+    print(
+        "| worker processes | jobs (rounds) | jobs / hour | job function s | enqueue -> start s "
+        "| task - job function s | queue overhead | load start -> end |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
-            f"{r['workers']:>7} {r['jobs']:>4} {r['wall_s']:>7.1f} {r['jobs_per_hour']:>7.1f} "
-            f"{r['job_s']:>7.1f} {r['latency_s']:>17.3f} {r['task_minus_job_s']:>10.3f} "
-            f"{r['overhead_pct']:>8.2f}%"
+            f"| {r['workers']} | {r['jobs']} ({r['rounds']}) | {spread(r['jobs_per_hour'])} | "
+            f"{spread(r['job_s'])} | {spread(r['latency_s'], 3)} | {spread(r['task_minus_job_s'], 3)} | "
+            f"{r['overhead_pct']:.2f}% | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |"
         )
 
 
