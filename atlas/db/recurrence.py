@@ -99,8 +99,8 @@ def _computed_null(n_layers: int, n_heads: int, level: str, size: int) -> np.nda
 
 def circuit_null(blob: bytes | None, graph: GraphIndex, level: str, size: int) -> np.ndarray:
     """A circuit's null inclusion vector `[n_writers]`: the stored `circuits.null_inclusion`, or where none is
-    stored (or it does not fit the graph) the one the store would have computed for `size` (its edges, or
-    at node level its heads and MLPs)."""
+    stored (or it does not fit the graph) the one the store would have computed for `size`, its number of
+    heads and MLPs."""
     vector = None if blob is None else np.frombuffer(blob, dtype=NULL_DTYPE)
     if vector is None or vector.shape != (graph.n_writers,):
         vector = _computed_null(graph.n_layers, graph.n_heads, level, int(size))
@@ -361,7 +361,7 @@ def _read_circuits(
             at = np.asarray(whole, dtype=np.int64)
             null[np.ix_(at, table[found])] = vectors.reshape(len(whole), graph.n_writers)[:, found]
         for k in sorted(set(mine) - set(whole)):
-            size = rows[k][7] if rows[k][6] == "edge" else int(sizes[k])
+            size = int(sizes[k])  # its heads and MLPs
             null[k, table[found]] = circuit_null(None, graph, rows[k][6], size)[found]
     return _Circuits(
         relation_id=np.asarray([row[1] for row in rows], dtype=np.int64),

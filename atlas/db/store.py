@@ -598,10 +598,11 @@ def _store(
 
 def null_columns(graph: Graph, circuit: CoreCircuit) -> dict[str, Any]:
     """`Circuit.null_inclusion` and `null_samples`: each writer's chance to be a component of a random
-    circuit of this one's size (atlas.spec.recurrence), seeded by the size so equal sizes agree."""
+    circuit with as many heads and MLPs as this one (atlas.spec.recurrence), seeded by that number so equal
+    sizes agree."""
     import numpy as np
 
-    size = circuit.n_edges if circuit.level == "edge" else circuit.n_components
+    size = circuit.n_components
     values = inclusion_probabilities(graph, circuit.level, size, NULL_SAMPLES, seed=size)
     return {
         "null_inclusion": np.ascontiguousarray(values, dtype=NULL_DTYPE).tobytes(),

@@ -286,6 +286,29 @@ def random_circuit_edges(graph: GraphIndex, n_edges: int, rng: np.random.Generat
     return edges
 
 
+def random_components(graph: GraphIndex, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Bool `[n_writers]`: the heads and MLPs of a connected random circuit grown, path by path as
+    `random_circuit_edges` walks them, until it holds at least `k` of them (it overshoots by less than a
+    path). `input` is never a component."""
+    target = min(k, graph.n_components)
+    upstream = _upstream_counts(graph)
+    readers_of = graph.readers_of_writer
+    kept = np.zeros(graph.n_writers, dtype=bool)
+    count = 0
+    while count < target:
+        reader = graph.logits_reader
+        while True:
+            writer = int(rng.integers(upstream[reader]))
+            if writer == 0:
+                break
+            if not kept[writer]:
+                kept[writer] = True
+                count += 1
+            choices = readers_of[writer]
+            reader = int(choices[rng.integers(len(choices))])
+    return kept
+
+
 def random_node_set(graph: GraphIndex, n: int, rng: np.random.Generator) -> np.ndarray:
     """Bool `[n_writers]`: n heads and MLPs drawn uniformly without replacement (never `input`)."""
     kept = np.zeros(graph.n_writers, dtype=bool)

@@ -17,10 +17,8 @@ components out of the knowledge-specific list, so erring towards flagging is the
 
 Torch-free: the catalogue's query and the demo's in-memory table share it. For the demo::
 
-    circuits = [circuit_components(graph, r.relation, r.circuit.nodes, r.circuit.level, size_of(r)) ...]
+    circuits = [circuit_components(graph, r.relation, r.circuit.nodes, r.circuit.level) ...]
     print("\n".join(format_recurrence(recurrence_table(graph, knowledge, controls), n_relations)))
-
-where `size_of(r)` is `r.circuit.n_edges` (edge level) or `r.circuit.n_components` (node level).
 """
 
 from __future__ import annotations
@@ -172,12 +170,12 @@ class CircuitComponents:
 
 
 def circuit_components(
-    graph: GraphIndex, relation: str, components: Iterable[str], level: str, size: int
+    graph: GraphIndex, relation: str, components: Iterable[str], level: str
 ) -> CircuitComponents:
     """A circuit for `recurrence_table`, with the null the catalogue stores for it (atlas.db.store's
-    `null_columns`: `size` edges, or heads and MLPs at node level, seeded by the size)."""
-    null = inclusion_probabilities(graph, level, size, NULL_SAMPLES, seed=size)
+    `null_columns`: as many heads and MLPs as it holds, seeded by that number)."""
     names = frozenset(name for name in components if name not in ("input", "logits"))
+    null = inclusion_probabilities(graph, level, len(names), NULL_SAMPLES, seed=len(names))
     return CircuitComponents(relation, names, null)
 
 

@@ -105,7 +105,7 @@ def store_synthetic(
     # The bootstrap's shares (members only) and the recurrence null, as the store keeps them.
     node_stability = rng.uniform(0.3, 1.0, graph.n_writers + 1)
     edge_stability = rng.uniform(0.3, 1.0, edges.shape)
-    size = int(edges.sum()) if level == "edge" else len(node_set)
+    size = len(node_set)  # the null matches the circuit's heads and MLPs
     null = inclusion_probabilities(GraphIndex(info.n_layers, info.n_heads), level, size, seed=size)
     now = datetime.now(UTC)
     with transaction(engine, write=True) as session:

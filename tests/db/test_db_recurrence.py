@@ -61,7 +61,8 @@ def test_the_store_keeps_the_null_and_each_members_stability_and_role(
         writers = np.frombuffer(row.node_set or b"", dtype="<i4").tolist()
         n_edges = row.n_edges
     assert n_edges == len(HAND["name_gender"])
-    want = inclusion_probabilities(graph, "edge", n_edges, seed=n_edges)
+    size = len(writers)  # the null matches the circuit's heads and MLPs
+    want = inclusion_probabilities(graph, "edge", size, seed=size)
     assert null == np.asarray(want, dtype="<f4").tobytes()  # as atlas.db.store.null_columns documents it
     result = discovered["name_gender"].result
     assert result.stability is not None and result.roles is not None
@@ -258,7 +259,7 @@ def _planted_catalogue(
         )
         store_discovery(engine, result, model, corpus[name], corpus_sha, CODE_VERSION)
         kept = kept_components(BIG, edges)
-        null = inclusion_probabilities(BIG, "edge", int(edges.sum()), seed=int(edges.sum()))
+        null = inclusion_probabilities(BIG, "edge", int(kept.sum()), seed=int(kept.sum()))
         stored.append(
             CircuitComponents(name, frozenset(BIG.writer_names[w] for w in np.flatnonzero(kept)), null)
         )

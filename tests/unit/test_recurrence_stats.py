@@ -11,7 +11,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from atlas.spec.graph import GraphIndex, kept_components, random_circuit_edges
+from atlas.spec.graph import GraphIndex, random_components
 from atlas.spec.recurrence import inclusion_probabilities
 from atlas.spec.recurrence_stats import (
     GENERIC_ALPHA,
@@ -108,12 +108,12 @@ def test_statistics_by_hand() -> None:
 GRAPH = GraphIndex(8, 8)  # 72 heads and MLPs
 PLANTED = GRAPH.head_writer(7, 7)  # a last-layer head: random circuits seldom hold it (about 0.25 here)
 N_RELATIONS = 10
-SIZES = (20, 60)  # edges of each relation's random circuit (before the planted head's two edges)
+SIZES = (8, 24)  # heads and MLPs of each relation's random circuit (before the planted head)
 
 
 @cache
 def null_of(size: int) -> np.ndarray:
-    """The null the store keeps for a circuit of `size` edges (atlas.db.store.null_columns)."""
+    """The null the store keeps for a circuit of `size` heads and MLPs (atlas.db.store.null_columns)."""
     return inclusion_probabilities(GRAPH, "edge", size, seed=size)
 
 
@@ -123,16 +123,14 @@ def synthetic_catalogue(seed: int, plant: bool = True) -> list[CircuitComponents
     rng = np.random.default_rng(1_000 + seed)
     circuits = []
     for r in range(N_RELATIONS):
-        edges = random_circuit_edges(GRAPH, int(rng.integers(SIZES[0], SIZES[1] + 1)), rng)
+        kept = random_components(GRAPH, int(rng.integers(SIZES[0], SIZES[1] + 1)), rng)
         if plant:
-            edges[0, GRAPH.qkv_reader(7, 0, 7)] = True
-            edges[PLANTED, GRAPH.logits_reader] = True
-        kept = kept_components(GRAPH, edges)
+            kept[PLANTED] = True
         circuits.append(
             CircuitComponents(
                 relation=f"relation_{r}",
                 components=frozenset(GRAPH.writer_names[w] for w in np.flatnonzero(kept)),
-                null=null_of(int(edges.sum())),
+                null=null_of(int(kept.sum())),
             )
         )
     return circuits
@@ -196,11 +194,11 @@ def test_recurrence_table_matches_the_statistics_and_flags_generic_components() 
 
 
 def test_circuit_components_carry_the_stored_null() -> None:
-    circuit = circuit_components(GRAPH, "r", ["input", "a0.h1", "m3", "logits"], "edge", 42)
+    circuit = circuit_components(GRAPH, "r", ["input", "a0.h1", "m3", "logits"], "edge")
     assert circuit.components == frozenset({"a0.h1", "m3"})
-    np.testing.assert_array_equal(circuit.null, inclusion_probabilities(GRAPH, "edge", 42, seed=42))
-    node = circuit_components(GRAPH, "r", ["a0.h1"], "node", 9)
-    np.testing.assert_allclose(node.null[1:], 9 / GRAPH.n_components)
+    np.testing.assert_array_equal(circuit.null, inclusion_probabilities(GRAPH, "edge", 2, seed=2))
+    node = circuit_components(GRAPH, "r", ["a0.h1", "m3", "a2.h2"], "node")
+    np.testing.assert_allclose(node.null[1:], 3 / GRAPH.n_components)
 
 
 def test_recurrence_table_rejects_bad_circuits() -> None:
