@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -330,22 +329,48 @@ def demo(model_name: str, max_facts: int, method: str, relations: str | None, as
                     f"{relation.name}: circuit {circuit_id}, {result.circuit.n_edges} edges "
                     f"({'target met' if result.target_met else 'target NOT met'}) in {seconds:.1f} s"
                 )
-    met = [result for result in results if result.target_met is not False]
-    recurring = shared_components(met)
     if as_json:
-        click.echo(json.dumps(finite({"circuits": summaries, "recurring": recurring})))
+        click.echo(json.dumps(finite({"circuits": summaries, "recurring": _recurring(results, None)})))
         return
     click.echo("\n" + table(summaries))
-    click.echo(
-        f"\nComponents in the circuits of several relations (of the {len(met)} circuits that met their "
-        "faithfulness target):"
+    click.echo("\n" + "\n".join(_recurring_lines(results)))
+
+
+def _recurring(results: list[DiscoveryResult], max_q: float | None) -> list[dict[str, Any]]:
+    """Heads and MLPs recurring across the knowledge relations' circuits that met their target, against the
+    null (atlas.spec.recurrence_stats); control relations' circuits only flag generic components."""
+    from dataclasses import asdict
+
+    from atlas.spec.recurrence_stats import circuit_components, recurrence_table
+
+    met = [r for r in results if r.target_met is not False]
+    if not met:
+        return []
+    graph = met[0].circuit.graph
+    circuits = [circuit_components(graph, r.relation, r.circuit.nodes, r.circuit.level) for r in met]
+    knowledge = [c for c, r in zip(circuits, met, strict=True) if r.category != "control"]
+    controls = [c for c, r in zip(circuits, met, strict=True) if r.category == "control"]
+    if not knowledge:
+        return []
+    return [asdict(row) for row in recurrence_table(graph, knowledge, controls, max_q=max_q)]
+
+
+def _recurring_lines(results: list[DiscoveryResult]) -> list[str]:
+    from atlas.spec.recurrence_stats import SIGNIFICANT_Q, RecurringRow, format_recurrence
+
+    met = [r for r in results if r.target_met is not False]
+    knowledge = {r.relation for r in met if r.category != "control"}
+    unmet = [r.relation for r in results if r.target_met is False]
+    head = (
+        f"Heads and MLPs that recur across the {len(knowledge)} knowledge relations whose circuit met its "
+        f"faithfulness target, more than random circuits of the same sizes would (q < {SIGNIFICANT_Q})"
     )
-    heads = [(name, shared) for name, shared in recurring if name.startswith("a")]
-    mlps = [(name, shared) for name, shared in recurring if name.startswith("m")]
-    for component, shared_by in heads[:15]:
-        listed = "all" if len(shared_by) == len(met) else ", ".join(shared_by)
-        click.echo(f"  {component:<8} {len(shared_by):>2}  {listed}")
-    click.echo("  MLPs: " + ", ".join(f"{name} ({len(shared)})" for name, shared in mlps))
+    if unmet:
+        head += f"; left out, target not met: {', '.join(unmet)}"
+    rows = [RecurringRow(**row) for row in _recurring(results, SIGNIFICANT_Q)]
+    if not rows:
+        return [head + ":", "  none"]
+    return [head + ":", *format_recurrence(rows, len(knowledge))]
 
 
 @main.command("models")
@@ -415,17 +440,6 @@ def serve(host: str, port: int, processes: int) -> None:
     from api.server import serve as run_server
 
     run_server(host, port, processes)
-
-
-def shared_components(results: list[DiscoveryResult]) -> list[tuple[str, list[str]]]:
-    """Heads and MLPs in the circuits of two or more relations, most shared first."""
-    seen: dict[str, list[str]] = {}
-    for result in results:
-        for node in result.circuit.nodes:
-            if node not in ("input", "logits"):
-                seen.setdefault(node, []).append(result.relation)
-    counts = Counter({node: len(relations) for node, relations in seen.items()})
-    return [(node, seen[node]) for node, count in counts.most_common() if count >= 2]
 
 
 def circuit_document(result: DiscoveryResult) -> dict[str, Any]:

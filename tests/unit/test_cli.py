@@ -201,16 +201,27 @@ def test_discover_on_smollm2_with_the_lre_corpus(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_summarizes_relations_and_recurring_heads() -> None:
-    result = atlas("demo", "--relations", "country_capital_city,country_language", "--max-facts", "6")
+def test_demo_ends_with_the_components_that_recur_against_the_null(tmp_path: Path) -> None:
+    """The demo's table of recurring components (computed in memory from its results) lists what the
+    catalogue's query finds significant over the circuits it stored (read back: members, nulls)."""
+    catalogue = tmp_path / "demo.db"
+    names = ["country_capital_city", "country_language", "city_in_country", "copy_word"]
+    result = atlas("demo", "--relations", ",".join(names), "--max-facts", "6", catalogue=catalogue)
     assert result.returncode == 0, result.stderr
-    assert "country_capital_city" in result.stdout and "country_language" in result.stdout
-    assert "Components in the circuits of several relations (of 2):" in result.stdout
-    *heads, mlps = result.stdout.split("(of 2):")[1].strip().splitlines()
-    assert heads and all(
-        line.split()[0].startswith("a") and line.split()[1:] == ["2", "all"] for line in heads
-    )
-    assert mlps.strip().startswith("MLPs: m0 (2)")
+    table, _, recurrence = result.stdout.partition("Heads and MLPs that recur")
+    for name in names:
+        assert name in table
+    lines = recurrence.split("(q < 0.05)")[1].splitlines()
+    printed = [line.split() for line in lines[2:] if line.strip() and line.split()[0] != "none"]
+    query = ("query", "recurring", "--model", "smollm2-135m", "--max-q", "0.05", "--json")
+    stored = atlas(*query, catalogue=catalogue)
+    assert stored.returncode == 0, stored.stderr
+    rows = json.loads(stored.stdout)["components"]
+    assert [p[0] for p in printed] == [r["component"] for r in rows]
+    for p, row in zip(printed, rows, strict=True):
+        assert int(p[1]) == row["n_relations"]
+        assert float(p[2]) == pytest.approx(row["expected"], abs=0.006)
+        assert float(p[4]) == pytest.approx(row["q_value"], rel=0.01)
 
 
 @pytest.mark.slow
