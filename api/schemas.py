@@ -404,6 +404,12 @@ class JobRequest(BaseModel):
         description="Size the circuit as the smallest one this faithful on the discovery facts (the default "
         "rule, 0.8). Not with top_n or threshold.",
     )
+    confidence: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="The target must hold on this share of bootstrap resamples of the facts.",
+    )
     max_edges: int | None = Field(None, ge=1, description="The size search's cap in edges (2% of the graph).")
     max_nodes: int | None = Field(
         None, ge=1, description="Node level: the cap in heads and MLPs (a quarter)."

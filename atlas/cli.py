@@ -23,6 +23,7 @@ from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES
 from atlas.spec.params import (
     ABLATIONS,
     DEFAULT_BOOTSTRAP,
+    DEFAULT_CONFIDENCE,
     DEFAULT_MAX_EDGE_FRACTION,
     DEFAULT_MAX_NODE_FRACTION,
     DEFAULT_TARGET_FAITHFULNESS,
@@ -114,6 +115,13 @@ def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
             f"[{DEFAULT_TARGET_FAITHFULNESS}; the default rule].",
         ),
         click.option(
+            "--confidence",
+            type=float,
+            default=None,
+            help="The target must hold on this share of bootstrap resamples of the discovery facts "
+            f"[{DEFAULT_CONFIDENCE}: on the facts as drawn].",
+        ),
+        click.option(
             "--max-edges",
             type=int,
             default=None,
@@ -175,6 +183,7 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
         ig_steps=options["ig_steps"],
         metric=options["metric"],
         target_faithfulness=options.get("target_faithfulness"),
+        confidence=options.get("confidence"),
         max_edges=options.get("max_edges"),
         max_nodes=options.get("max_nodes"),
         top_n=options["top_n"],

@@ -230,6 +230,7 @@ def discover(
             params.target,
             cap,
             curve_sizes(graph, level) if params.curve else (),
+            confidence=params.bound_confidence,
         )
         circuit = Circuit(graph, edges, level=level)
     else:

@@ -27,6 +27,8 @@ from atlas.core.readout import readout_batch, readout_logits
 from atlas.spec import graph as index
 from atlas.spec.params import UNINFORMATIVE_HIT_RANDOM
 
+# Resamples of the facts for a faithfulness bound (the size search's `confidence`).
+BOOTSTRAP_RESAMPLES = 200
 # Circuit sizes of the faithfulness curve, in percent of the graph's edges (or of its heads and MLPs at node
 # level): MIB's grid.
 CURVE_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -34,11 +36,13 @@ CURVE_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
 @dataclass(frozen=True)
 class Outcome:
-    """Means over a split's facts of one run (the full model, the empty circuit, or a circuit)."""
+    """Means over a split's facts of one run (the full model, the empty circuit, or a circuit), and the
+    metric of each fact (batch order), which a bootstrap over the facts needs."""
 
     metric: float
     hit: float  # Hit@10: every object token in the top 10 where it is predicted
     top1: float  # every object token ranked first where it is predicted
+    per_fact: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
 
 
 def faithfulness(circuit: float, full: float, empty: float) -> float:
@@ -131,6 +135,7 @@ class Evaluator:
         self._ablated: dict[int, torch.Tensor] = {}
         self._cache: dict[bytes, Outcome] = {}
         self._full: Outcome | None = None
+        self._resample_weights: np.ndarray | None = None
         self.forwards = 0  # patched forward passes run (each holds up to `chunk` circuits)
 
     # ------------------------------------------------------------------------------------ shared per batch
@@ -150,12 +155,12 @@ class Evaluator:
     def full(self) -> Outcome:
         """The model as it is."""
         if self._full is None:
-            sums = np.zeros(3)
+            parts = []
             with torch.no_grad():
                 for batch in self.batches:
                     logits = readout_logits(self.model, batch.clean, batch)
-                    sums += self._sums(logits, readout_batch(batch))
-            self._full = self._outcome(sums)
+                    parts.append(self._values(logits, readout_batch(batch), 1)[0])
+            self._full = self._outcome(np.concatenate(parts, axis=1))
         return self._full
 
     @property
@@ -165,6 +170,25 @@ class Evaluator:
 
     def faithfulness(self, outcome: Outcome) -> float:
         return faithfulness(outcome.metric, self.full.metric, self.empty.metric)
+
+    def faithfulness_bound(self, outcome: Outcome, confidence: float) -> float:
+        """The faithfulness the circuit reaches on a share `confidence` of bootstrap resamples of the facts
+        (its (1 - confidence) quantile over `BOOTSTRAP_RESAMPLES` seeded resamples); the plain faithfulness
+        for confidence 0."""
+        if confidence <= 0:
+            return self.faithfulness(outcome)
+        if self._resample_weights is None:
+            rng = np.random.default_rng(0)
+            draws = rng.integers(self.n_facts, size=(BOOTSTRAP_RESAMPLES, self.n_facts))
+            self._resample_weights = np.stack([np.bincount(d, minlength=self.n_facts) for d in draws])
+        weights = self._resample_weights
+        empty = self.empty.per_fact
+        gap = weights @ (self.full.per_fact - empty)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = np.where(np.abs(gap) < 1e-9, np.nan, (weights @ (outcome.per_fact - empty)) / gap)
+        if np.isnan(values).any():
+            return float("nan")
+        return float(np.quantile(values, 1 - confidence))
 
     # -------------------------------------------------------------------------------------------- circuits
 
@@ -184,15 +208,14 @@ class Evaluator:
         for start in range(0, len(todo), self.chunk):
             chosen = todo[start : start + self.chunk]
             stack = torch.stack([pending[key].cpu() for key in chosen])
-            sums = np.zeros((len(chosen), 3))
+            parts = []  # per batch: [circuits, 3, batch size]
             for i, batch in enumerate(self.batches):
                 logits = patched_logits(self.model, self.graph, batch, self.ablated(i), stack, self.level)
                 self.forwards += 1
-                rows = readout_batch(batch, len(chosen))
-                for c, part in enumerate(self._sums_by_copy(logits, rows, len(chosen))):
-                    sums[c] += part
+                parts.append(self._values(logits, readout_batch(batch, len(chosen)), len(chosen)))
+            values = np.concatenate(parts, axis=2)
             for c, key in enumerate(chosen):
-                self._cache[key] = self._outcome(sums[c])
+                self._cache[key] = self._outcome(values[c])
         return [self._cache[key] for key in keys]
 
     def evaluate(self, circuit: Circuit, random: Circuit) -> SplitEvaluation:
@@ -215,17 +238,8 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------- internals
 
-    def _sums(self, logits: torch.Tensor, batch: Batch) -> np.ndarray:
-        return np.array(
-            [
-                float(self.metric(logits, batch).sum()),
-                float(hits_at_k(logits, batch, 10).sum()),
-                float(hits_at_k(logits, batch, 1).sum()),
-            ]
-        )
-
-    def _sums_by_copy(self, logits: torch.Tensor, batch: Batch, copies: int) -> list[np.ndarray]:
-        size = batch.size // copies
+    def _values(self, logits: torch.Tensor, batch: Batch, copies: int) -> np.ndarray:
+        """Each fact's metric, Hit@10 and top-1 for each of `copies` stacked copies: `[copies, 3, size]`."""
         values = torch.stack(
             [
                 self.metric(logits, batch),
@@ -233,12 +247,12 @@ class Evaluator:
                 hits_at_k(logits, batch, 1).float(),
             ]
         )  # [3, copies * size]
-        per_copy = values.view(3, copies, size).sum(2).double().cpu().numpy()
-        return [per_copy[:, c] for c in range(copies)]
+        return values.view(3, copies, -1).transpose(0, 1).double().cpu().numpy()
 
-    def _outcome(self, sums: np.ndarray) -> Outcome:
-        n = max(self.n_facts, 1)
-        return Outcome(metric=float(sums[0]) / n, hit=float(sums[1]) / n, top1=float(sums[2]) / n)
+    def _outcome(self, values: np.ndarray) -> Outcome:
+        """From `[3, n_facts]` per-fact values."""
+        means = values.mean(1) if values.shape[1] else np.full(3, float("nan"))
+        return Outcome(metric=float(means[0]), hit=float(means[1]), top1=float(means[2]), per_fact=values[0])
 
 
 def _mask_key(edges: torch.Tensor) -> bytes:

@@ -30,13 +30,15 @@ GRID_LEVELS = 5  # cap, cap/4, cap/16, cap/64, cap/256
 @dataclass
 class SizeChoice:
     target: float
-    cap: int  # top-|score| edges (nodes) the search may take
-    n_top: int  # top-|score| edges (nodes) taken, before pruning
+    cap: int  # best-ranked edges (nodes) the search may take
+    n_top: int  # best-ranked edges (nodes) taken, before pruning
     size: int  # edges (nodes) kept after pruning
     faithfulness: float  # on the discovery facts
     target_met: bool
-    # (n_top, size, faithfulness) of every size evaluated, by n_top
-    trace: list[tuple[int, int, float]] = field(default_factory=list)
+    confidence: float = 0.0  # the share of bootstrap resamples of the facts the target had to hold on
+    bound: float = float("nan")  # the faithfulness reached on that share (= faithfulness for confidence 0)
+    # (n_top, size, faithfulness, bound) of every size evaluated, by n_top
+    trace: list[tuple[int, int, float, float]] = field(default_factory=list)
 
 
 def search_size(
@@ -46,21 +48,25 @@ def search_size(
     cap: int,
     extra_grid: Sequence[int] = (),
     tolerance: float = SIZE_TOLERANCE,
+    confidence: float = 0.0,
 ) -> tuple[SizeChoice, torch.Tensor]:
-    """The chosen size and its circuit (a bool edge mask). `order`: edges (or heads and MLPs) by |score|,
-    highest first; `extra_grid`: more sizes worth evaluating in the first round (the curve's)."""
+    """The chosen size and its circuit (a bool edge mask). `order`: edges (or heads and MLPs), best-ranked
+    first; `extra_grid`: more sizes worth evaluating in the first round (the curve's); `confidence`: the
+    target must hold on that share of bootstrap resamples of the facts (Evaluator.faithfulness_bound), not
+    only on the facts as drawn."""
     graph, level = evaluator.graph, evaluator.level
     cap = max(1, min(cap, len(order)))
-    seen: dict[int, tuple[torch.Tensor, float]] = {}
+    seen: dict[int, tuple[torch.Tensor, float, float]] = {}  # n -> (edges, faithfulness, bound)
 
     def evaluate(sizes: Sequence[int]) -> None:
         new = sorted({n for n in sizes if n not in seen})
         circuits = [top_circuit(graph, order, n, level) for n in new]
         for n, edges, outcome in zip(new, circuits, evaluator.outcomes(circuits), strict=True):
-            seen[n] = (edges, evaluator.faithfulness(outcome))
+            bound = evaluator.faithfulness_bound(outcome, confidence)
+            seen[n] = (edges, evaluator.faithfulness(outcome), bound)
 
     def meets(n: int) -> bool:
-        return seen[n][1] >= target  # False for NaN
+        return seen[n][2] >= target  # False for NaN
 
     grid = {max(1, cap // 4**j) for j in range(GRID_LEVELS)} | {n for n in extra_grid if 1 <= n <= cap}
     evaluate(sorted(grid))
@@ -74,10 +80,10 @@ def search_size(
             hi, lo = (mid, lo) if meets(mid) else (hi, mid)
         chosen = hi
     else:
-        finite = [n for n in grid if not math.isnan(seen[n][1])]
-        chosen = max(finite, key=lambda n: (seen[n][1], -n)) if finite else cap
-    edges, value = seen[chosen]
-    trace = [(n, circuit_size(seen[n][0], graph, level), seen[n][1]) for n in sorted(seen)]
+        finite = [n for n in grid if not math.isnan(seen[n][2])]
+        chosen = max(finite, key=lambda n: (seen[n][2], -n)) if finite else cap
+    edges, value, bound = seen[chosen]
+    trace = [(n, circuit_size(seen[n][0], graph, level), seen[n][1], seen[n][2]) for n in sorted(seen)]
     choice = SizeChoice(
         target=target,
         cap=cap,
@@ -85,6 +91,8 @@ def search_size(
         size=circuit_size(edges, graph, level),
         faithfulness=value,
         target_met=bool(met),
+        confidence=confidence,
+        bound=bound,
         trace=trace,
     )
     return choice, edges

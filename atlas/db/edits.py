@@ -9,8 +9,6 @@ No torch here: the API submits and reads edits without the model stack; `atlas.e
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +23,7 @@ from atlas.db.jobs import InvalidJob, UnknownForJob
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, default_code_version, resolve_model, transaction
 from atlas.json_safe import finite
+from atlas.spec.keys import request_key
 from atlas.spec.params import DiscoveryError, DiscoveryParams
 
 # atlas.core.editing.registry.EDITORS's names and atlas.core.editing.EditParams's fields, restated so that
@@ -120,9 +119,7 @@ class EditSpec:
     def key(self, code_version: str | None = None) -> str:
         """sha256 of the request and the code version: the edit's `request_key` and its job's key."""
         version = code_version if code_version is not None else default_code_version()
-        payload = {"kind": "edit", **self.normalized().to_dict(), "code_version": version}
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return request_key("edit", {**self.normalized().to_dict(), "code_version": version})
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -33,6 +33,7 @@ SELECTIONS: tuple[str, ...] = ("faithfulness", "top_n", "threshold")
 TEMPLATE_AUTO = "auto"  # the zero-shot template under which the model knows the most facts
 
 DEFAULT_TARGET_FAITHFULNESS = 0.8
+DEFAULT_CONFIDENCE = 0.0
 # Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
 UNINFORMATIVE_HIT_RANDOM = 0.5
 # The size search's caps, as fractions of the graph: 2% of its edges (MIB's range for faithful circuits),
@@ -70,6 +71,9 @@ class DiscoveryParams:
     metric: str = "logprob"
     # Size: by faithfulness unless top_n or threshold is given (see the module's docstring).
     target_faithfulness: float | None = None  # None: DEFAULT_TARGET_FAITHFULNESS
+    # The share of bootstrap resamples of the discovery facts the target must hold on (0: on the facts as
+    # drawn): a margin for facts the circuit was not found on.
+    confidence: float | None = None  # None: DEFAULT_CONFIDENCE
     max_edges: int | None = None  # None: DEFAULT_MAX_EDGE_FRACTION of the graph's edges
     max_nodes: int | None = None  # None: DEFAULT_MAX_NODE_FRACTION of the heads and MLPs
     top_n: int | None = None
@@ -98,6 +102,11 @@ class DiscoveryParams:
     def target(self) -> float:
         """The faithfulness the size search aims for."""
         return DEFAULT_TARGET_FAITHFULNESS if self.target_faithfulness is None else self.target_faithfulness
+
+    @property
+    def bound_confidence(self) -> float:
+        """The share of resamples the size search's target must hold on."""
+        return DEFAULT_CONFIDENCE if self.confidence is None else self.confidence
 
     @property
     def steps(self) -> int:
@@ -176,6 +185,11 @@ class DiscoveryParams:
                 f"target faithfulness must be in (0, 1], got {self.target_faithfulness!r}",
             ),
             (
+                "confidence",
+                self.confidence is None or (real(self.confidence) and 0 <= self.confidence < 1),
+                f"confidence must be in [0, 1), got {self.confidence!r}",
+            ),
+            (
                 "max_edges",
                 self.max_edges is None or integer(self.max_edges, 1),
                 f"max-edges must be at least 1, got {self.max_edges!r}",
@@ -188,9 +202,14 @@ class DiscoveryParams:
             (
                 "target_faithfulness",
                 not fixed
-                or (self.target_faithfulness is None and self.max_edges is None and self.max_nodes is None),
-                "--target-faithfulness, --max-edges and --max-nodes size the circuit by faithfulness; "
-                "--top-n and --threshold fix its size: give one or the other",
+                or (
+                    self.target_faithfulness is None
+                    and self.confidence is None
+                    and self.max_edges is None
+                    and self.max_nodes is None
+                ),
+                "--target-faithfulness, --confidence, --max-edges and --max-nodes size the circuit by "
+                "faithfulness; --top-n and --threshold fix its size: give one or the other",
             ),
             (
                 "bootstrap",
@@ -255,6 +274,8 @@ class DiscoveryParams:
             out["ig_steps"] = self.ig_steps
         if selection == "faithfulness":
             out["target_faithfulness"] = float(self.target)
+            if self.bound_confidence > 0:  # added later: at 0 it computes what keys without it did
+                out["confidence"] = float(self.bound_confidence)
             # None: the default fraction of whichever graph the run is on.
             out["max_edges" if level == "edge" else "max_nodes"] = (
                 self.max_edges if level == "edge" else self.max_nodes

@@ -251,7 +251,8 @@ def recurrence_table(
                 generic=None if generic is None else bool(generic[i]),
             )
         )
-    return sorted(rows, key=lambda r: (r.q_value, r.p_value, -r.count, index[r.component]))
+    # The catalogue's query orders the same way (q, then count, then graph order).
+    return sorted(rows, key=lambda r: (r.q_value, -r.count, index[r.component]))
 
 
 def format_recurrence(rows: Sequence[RecurringRow], n_relations: int) -> list[str]:

@@ -3,8 +3,6 @@ and what a job's work sees while it runs (`JobContext`). Torch-free."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -12,16 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from atlas.spec.keys import request_key
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
-
-
-def request_key(kind: str, request: dict[str, Any]) -> str:
-    """sha256 of the kind and the request as canonical JSON (sorted keys, no spaces): the key the jobs table
-    keeps one active job per."""
-    canonical = json.dumps({"kind": kind, **request}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

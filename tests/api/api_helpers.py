@@ -82,9 +82,11 @@ def store_synthetic(
     scores = _scores(graph, rng)
     if planted is not None:
         head = graph.writer_index[planted]
+        # Negative: a score is the patch's effect on the loss, so the edges that carry the answer score
+        # below zero and rank first under either ranking.
         top = float(np.abs(scores).max())
-        scores[0, graph.reader_index[f"{planted}<q>"]] = 2 * top
-        scores[head, graph.logits_reader] = 2 * top
+        scores[0, graph.reader_index[f"{planted}<q>"]] = -2 * top
+        scores[head, graph.logits_reader] = -2 * top
     n = params.top_n or 30
     if level == "edge":
         selected = mask_of(graph, edge_order(graph, scores, params.ranking)[:n])

@@ -63,7 +63,7 @@ def test_listing_and_record_carry_the_search(
     record = client.get(f"/circuits/{circuit_id}").json()
     assert record["search"]["n_top"] == result.size.n_top and record["search"]["cap"] == 60
     assert [tuple(t) for t in record["search"]["trace"]] == [
-        (n, size, pytest.approx(f)) for n, size, f in result.size.trace
+        (n, size, pytest.approx(f), pytest.approx(b)) for n, size, f, b in result.size.trace
     ]
     assert record["run"]["params"] == PARAMS.canonical("edge")
     held = record["evaluations"]["heldout"]

@@ -31,7 +31,9 @@ def test_discovery_on_a_tiny_model_reports_a_consistent_circuit(tiny_llama, rela
     curve = result.curve
     assert curve is not None and [p.percent for p in curve.points][-1] == 100
     assert curve.points[-1].faithfulness == pytest.approx(1.0, abs=1e-4)  # the whole graph is the model
-    assert 0 < curve.area < 1.5
+    # Signed ranking keeps the edges that push toward the answer first, so a partial circuit may exceed 1;
+    # the area (x in [0, 1]) is still bounded by the curve's highest point.
+    assert 0 < curve.area <= max(p.faithfulness for p in curve.points)
     assert math.isfinite(summary["faithfulness"])
 
 

@@ -34,6 +34,9 @@ class FakeEvaluator:
     def faithfulness(self, outcome: Outcome) -> float:
         return outcome.metric
 
+    def faithfulness_bound(self, outcome: Outcome, confidence: float) -> float:
+        return outcome.metric
+
 
 def _graph_and_order(seed: int = 0) -> tuple[Graph, np.ndarray]:
     graph = Graph(2, 2)
@@ -82,9 +85,9 @@ def test_any_shape_the_kept_circuit_meets_the_target_when_the_cap_does() -> None
             assert choice.target_met
         if choice.target_met:
             assert scan[choice.n_top - 1] >= target and choice.n_top <= cap
-            assert all(value < target for n, _, value in choice.trace if n < choice.n_top)
+            assert all(value < target for n, _, value, _ in choice.trace if n < choice.n_top)
         else:
-            assert choice.faithfulness == max(value for _, _, value in choice.trace)
+            assert choice.faithfulness == max(value for _, _, value, _ in choice.trace)
 
 
 def test_on_a_tiny_model_the_search_agrees_with_a_linear_scan(tiny_llama, relations) -> None:
@@ -113,7 +116,7 @@ def test_on_a_tiny_model_the_search_agrees_with_a_linear_scan(tiny_llama, relati
                 assert choice.n_top == first
         else:
             assert scan[-1] < target
-            assert choice.faithfulness == max(f for _, _, f in choice.trace)
+            assert choice.faithfulness == max(f for _, _, f, _ in choice.trace)
             assert met_anywhere or choice.faithfulness <= max(scan)
 
 
@@ -141,3 +144,33 @@ def test_node_level_search_caps_at_max_nodes(tiny_llama, relations) -> None:
     assert result.size is not None and result.circuit.level == "node"
     assert result.circuit.n_components == result.size.size <= 6
     assert result.random.n_components == result.circuit.n_components
+
+
+def test_the_bound_is_a_bootstrap_quantile_and_a_confident_search_is_never_smaller(
+    tiny_llama, relations
+) -> None:
+    from atlas.core.evaluation import BOOTSTRAP_RESAMPLES
+
+    batches = batches_for(tiny_llama, relations["city_in_country"], 8, batch_size=4)
+    graph = graph_of(tiny_llama)
+    scores = edge_scores(tiny_llama, batches, object_logprob, method="eap-ig", steps=2)
+    order = score_order(graph, scores, "signed")
+    evaluator = Evaluator(tiny_llama, graph, batches, object_logprob, "corrupt", "edge")
+    outcome = evaluator.outcomes([top_circuit(graph, order, 25, "edge")])[0]
+    assert evaluator.faithfulness_bound(outcome, 0.0) == evaluator.faithfulness(outcome)
+    # By hand: the same seeded draws of the 8 facts, faithfulness of each resample's means.
+    full, empty = evaluator.full.per_fact, evaluator.empty.per_fact
+    draws = np.random.default_rng(0).integers(8, size=(BOOTSTRAP_RESAMPLES, 8))
+    values = [
+        (outcome.per_fact[d].mean() - empty[d].mean()) / (full[d].mean() - empty[d].mean()) for d in draws
+    ]
+    for confidence in (0.5, 0.8, 0.95):
+        expected = float(np.quantile(values, 1 - confidence))
+        assert evaluator.faithfulness_bound(outcome, confidence) == pytest.approx(
+            expected, rel=1e-9, abs=1e-12
+        )
+    assert evaluator.faithfulness_bound(outcome, 0.95) <= evaluator.faithfulness_bound(outcome, 0.5)
+    plain, _ = search_size(evaluator, order, 0.6, 120, tolerance=0)
+    confident, _ = search_size(evaluator, order, 0.6, 120, tolerance=0, confidence=0.8)
+    if confident.target_met:
+        assert plain.target_met and confident.n_top >= plain.n_top and confident.bound >= 0.6

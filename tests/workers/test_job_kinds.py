@@ -82,10 +82,15 @@ def test_the_registry_names_each_kind_once() -> None:
 
 
 def test_keys_are_stable_and_equal_for_equal_requests() -> None:
-    # Pinned: the keys these requests had before the registry (the jobs table dedupes active jobs on them).
-    assert REQUESTS["discover"].key() == "6542ea51dcb82a8c52789abcf24b1204d709e40e63df17b4eecdc9033e4116c2"
-    assert REQUESTS["edit"].key("test") == "fc7f78bd6f426c067336f2462e4d2239927aba3463c7d5bf2672d847d6d6df38"
-    assert REQUESTS["analysis"].key() == "c22d236f32f3846616b32c68c7963753307df6a6431d87748d9822ef992119bb"
+    # Pinned (the jobs table dedupes active jobs on them). They changed once, on purpose, when faithfulness
+    # sizing, signed ranking and the bootstrap came (issue 12) and unset values left the key: a parameter
+    # added later, unset, keys as before.
+    assert REQUESTS["discover"].key() == "c926a019869dc0fbccb57384d5eee26c6a031f18eb32b569300fec45e1e34fd2"
+    older = REQUESTS["discover"].to_dict()
+    del older["params"]["confidence"]  # as a job stored before that parameter was added
+    assert request_of("discover", older).key() == REQUESTS["discover"].key()
+    assert REQUESTS["edit"].key("test") == "23fc7d49d4d7ad7f6e783e667e976d63637a2a4249bf096f1342c35a2684b61f"
+    assert REQUESTS["analysis"].key() == "732b54f0095f00ca46a6a9f7704dadd253417d043948a9c4616ad56481fcf57d"
     for kind, request in REQUESTS.items():
         assert request.key() == request.key() == EQUAL[kind].key(), kind
         assert OTHER[kind].key() != request.key(), kind
