@@ -140,6 +140,8 @@ def load_model(name: str, device: str = "", cache_dir: Path | None = None) -> Lo
     from atlas.config import get_settings
 
     settings = get_settings()
+    if settings.threads > 0:  # ATLAS_THREADS: e.g. several workers sharing one machine's cores
+        torch.set_num_threads(settings.threads)
     cache_dir = cache_dir or settings.cache_dir
     target = resolve_device(device or settings.device)
     spec = OFFLINE_MODELS.get(name)

@@ -69,6 +69,21 @@ def test_atlas_device_selects_the_device(monkeypatch) -> None:
         get_settings.cache_clear()
 
 
+def test_atlas_threads_sets_torchs_threads_when_a_model_loads(monkeypatch) -> None:
+    from atlas.config import get_settings
+
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    monkeypatch.setenv("ATLAS_THREADS", str(wanted))
+    get_settings.cache_clear()
+    try:
+        load_model("tiny-gpt2", device="cpu")
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
+        get_settings.cache_clear()
+
+
 def test_the_weights_hash_covers_the_hf_parameters_once(tiny_llama) -> None:
     assert "model.layers.0.self_attn.q_proj.weight" in tiny_llama.weights
     assert not any("_original_component" in key for key in tiny_llama.weights)
