@@ -19,21 +19,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from atlas.db.models import Circuit, Edit
+from atlas.db.browse import CATALOGUE_VERSION
 from atlas.json_safe import finite
-
-# The catalogue version: changes whenever a circuit is stored or removed (browse.catalogue_version).
-# and whenever a knowledge edit is stored (a component's appearances include edits).
-VERSION = select(
-    func.count(),
-    func.max(Circuit.id),
-    func.max(Circuit.created_at),
-    select(func.count(Edit.id)).scalar_subquery(),
-    select(func.max(Edit.id)).scalar_subquery(),
-).select_from(Circuit)
 
 
 def encode(value: Any) -> bytes:
@@ -66,7 +56,7 @@ class ResponseCache:
         if self.check_seconds > 0 and now - self._checked < self.check_seconds:
             return self._version
         with engine.connect() as connection:  # Core, no ORM session: this runs on every request
-            version = tuple(connection.execute(VERSION).one())
+            version = tuple(connection.execute(CATALOGUE_VERSION).one())
         with self._lock:
             if version != self._version:
                 self._entries.clear()

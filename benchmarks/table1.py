@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--lre", default=LRE_RELATIONS, help="LRE relations ('none' for none)")
     parser.add_argument("--max-facts", type=int, default=16)
     parser.add_argument("--target", type=float, default=None, help="target faithfulness [the default]")
+    parser.add_argument(
+        "--confidence", type=float, default=None, help="share of bootstrap resamples the target must hold on"
+    )
     parser.add_argument("--template", default=None, help="a template index, or 'auto'")
     parser.add_argument("--metric", default="logprob")
     parser.add_argument("--ranking", default="signed", choices=("signed", "absolute"))
@@ -81,7 +84,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if args.resume and args.json and Path(args.json).exists():
         rows = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line]
-        done = {(r["method"], r["corpus"], r["relation"]) for r in rows if r.get("ranking") == args.ranking}
+        done = {
+            (r["method"], r["corpus"], r["relation"]) for r in rows if _variant(r) == _variant(vars(args))
+        }
     model = load_model(args.model, device=args.device)
     template: str | int | None = int(args.template) if (args.template or "").isdigit() else args.template
     for method in args.methods.split(","):
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             ranking=args.ranking,
             max_facts=args.max_facts,
             target_faithfulness=args.target,
+            confidence=args.confidence,
             template=template,
             curve=False,
         )
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if (method, corpus, relation.name) in done:
                 continue
             clock = time.perf_counter()
-            row: dict[str, Any] = {"method": method, "ranking": args.ranking, "corpus": corpus,
+            row: dict[str, Any] = {"method": method, "ranking": args.ranking,
+                                   "confidence": args.confidence or 0.0, "corpus": corpus,
                                    "relation": relation.name, "category": relation.category,
                                    "load": os.getloadavg()[0]}  # fmt: skip
             try:
@@ -116,6 +123,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 with Path(args.json).open("a") as out:
                     out.write(json.dumps(row, default=str) + "\n")
     return rows
+
+
+def _variant(row: dict[str, Any]) -> tuple[str, float]:
+    """What besides the method tells runs apart in one JSON file: the ranking and the confidence."""
+    return row.get("ranking") or "absolute", row.get("confidence") or 0.0
 
 
 def passes(row: dict[str, Any]) -> bool:
@@ -149,9 +161,12 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
     loads = [r["load"] for r in rows if "load" in r]
     if loads:
         print(f"load average during the run: {min(loads):.1f} to {max(loads):.1f} (os.getloadavg, 1 min)\n")
-    for method, ranking in dict.fromkeys((r["method"], r.get("ranking", "absolute")) for r in rows):
-        mine = [r for r in rows if r["method"] == method and r.get("ranking", "absolute") == ranking]
-        print(f"### {method}, {ranking} ranking\n")
+    for method, variant in dict.fromkeys((r["method"], _variant(r)) for r in rows):
+        mine = [r for r in rows if r["method"] == method and _variant(r) == variant]
+        ranking, confidence = variant
+        print(
+            f"### {method}, {ranking} ranking" + (f", confidence {confidence}" if confidence else "") + "\n"
+        )
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for r in mine:

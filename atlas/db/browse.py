@@ -64,11 +64,21 @@ def known_names(target: Engine | Session, what: str, limit: int = 10) -> list[st
         return list(session.scalars(select(column).distinct().order_by(column).limit(limit)))
 
 
+# The catalogue's version: changes whenever a circuit or a knowledge edit is stored or removed (a
+# component's appearances include edits). The API's cache keys its bodies on it; `circuits` comes first.
+CATALOGUE_VERSION = select(
+    func.count().label("circuits"),
+    func.max(Circuit.id),
+    func.max(Circuit.created_at),
+    select(func.count(Edit.id)).scalar_subquery(),
+    select(func.max(Edit.id)).scalar_subquery(),
+).select_from(Circuit)
+
+
 def catalogue_version(target: Engine | Session) -> tuple[Any, ...]:
-    """Changes whenever a circuit is stored or removed: (count, largest id, newest creation time)."""
+    """(circuits, largest circuit id, newest circuit, edits, largest edit id): see CATALOGUE_VERSION."""
     with transaction(target) as session:
-        row = session.execute(select(func.count(), func.max(Circuit.id), func.max(Circuit.created_at))).one()
-        return tuple(row)
+        return tuple(session.execute(CATALOGUE_VERSION).one())
 
 
 # ----------------------------------------------------------------------------------------- models, facts
