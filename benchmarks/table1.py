@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument(
         "--confidence", type=float, default=None, help="share of bootstrap resamples the target must hold on"
     )
+    parser.add_argument("--size-folds", type=int, default=None, help="judge sizes out of fold [the default]")
     parser.add_argument("--template", default=None, help="a template index, or 'auto'")
     parser.add_argument("--metric", default="logprob")
     parser.add_argument("--ranking", default="signed", choices=("signed", "absolute"))
@@ -81,12 +82,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             sys.exit(f"not in {LRE_DIR}: {', '.join(missing)}")
         relations += [("lre", lre[name]) for name in args.lre.split(",")]
     done: set[tuple[str, str, str]] = set()
+    folds = DiscoveryParams(size_folds=args.size_folds).folds
+    wanted = _variant({"ranking": args.ranking, "confidence": args.confidence, "size_folds": folds})
     rows: list[dict[str, Any]] = []
     if args.resume and args.json and Path(args.json).exists():
         rows = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line]
-        done = {
-            (r["method"], r["corpus"], r["relation"]) for r in rows if _variant(r) == _variant(vars(args))
-        }
+        done = {(r["method"], r["corpus"], r["relation"]) for r in rows if _variant(r) == wanted}
     model = load_model(args.model, device=args.device)
     template: str | int | None = int(args.template) if (args.template or "").isdigit() else args.template
     for method in args.methods.split(","):
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             max_facts=args.max_facts,
             target_faithfulness=args.target,
             confidence=args.confidence,
+            size_folds=args.size_folds,
             template=template,
             curve=False,
         )
@@ -107,7 +109,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             clock = time.perf_counter()
             row: dict[str, Any] = {"method": method, "ranking": args.ranking,
-                                   "confidence": args.confidence or 0.0, "corpus": corpus,
+                                   "confidence": args.confidence or 0.0,
+                                   "size_folds": params.folds, "corpus": corpus,
                                    "relation": relation.name, "category": relation.category,
                                    "load": os.getloadavg()[0]}  # fmt: skip
             try:
@@ -125,9 +128,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _variant(row: dict[str, Any]) -> tuple[str, float]:
-    """What besides the method tells runs apart in one JSON file: the ranking and the confidence."""
-    return row.get("ranking") or "absolute", row.get("confidence") or 0.0
+def _variant(row: dict[str, Any]) -> tuple[str, float, int]:
+    """What besides the method tells runs apart in one JSON file: the ranking, confidence and size folds."""
+    return row.get("ranking") or "absolute", row.get("confidence") or 0.0, row.get("size_folds") or 0
 
 
 def passes(row: dict[str, Any]) -> bool:
@@ -163,10 +166,11 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         print(f"load average during the run: {min(loads):.1f} to {max(loads):.1f} (os.getloadavg, 1 min)\n")
     for method, variant in dict.fromkeys((r["method"], _variant(r)) for r in rows):
         mine = [r for r in rows if r["method"] == method and _variant(r) == variant]
-        ranking, confidence = variant
-        print(
-            f"### {method}, {ranking} ranking" + (f", confidence {confidence}" if confidence else "") + "\n"
+        ranking, confidence, folds = variant
+        extra = (f", confidence {confidence}" if confidence else "") + (
+            f", {folds} size folds" if folds else ""
         )
+        print(f"### {method}, {ranking} ranking{extra}\n")
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         for r in mine:

@@ -26,9 +26,9 @@ from atlas.core.evaluation import (
 from atlas.core.graph import Graph
 from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
-from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
+from atlas.core.pairs import Pair, batch_order, make_batches, make_pairs, tokenize_facts
 from atlas.core.roles import HeadRoles, relation_head_roles
-from atlas.core.sizing import SizeChoice, search_size
+from atlas.core.sizing import Fold, SizeChoice, search_size
 from atlas.core.stability import Stability, bootstrap_stability, select_from_scores
 from atlas.spec.params import (
     DEFAULT_TOP_N_NODES as DEFAULT_TOP_N_NODES,  # re-exported
@@ -231,6 +231,7 @@ def discover(
             cap,
             curve_sizes(graph, level) if params.curve else (),
             confidence=params.bound_confidence,
+            folds=size_folds(model, graph, discovery_pairs, per_fact, params, level, pad),
         )
         circuit = Circuit(graph, edges, level=level)
     else:
@@ -284,6 +285,35 @@ def discover(
         template=template,
         stability=stability,
     )
+
+
+def size_folds(
+    model: LoadedModel,
+    graph: Graph,
+    pairs: list[Pair],
+    per_fact: torch.Tensor,
+    params: DiscoveryParams,
+    level: str,
+    pad: int,
+) -> list[Fold]:
+    """The folds the size search judges sizes over: the discovery facts dealt into `params.folds` seeded
+    folds of at least two facts (fewer folds for few facts; none below two), each with an evaluator over
+    its facts and the order the other folds' per-fact scores give."""
+    k = min(params.folds, len(pairs) // 2)
+    if k < 2:
+        return []
+    ordered = batch_order(pairs)  # per_fact's rows are in this order
+    shuffled = list(range(len(ordered)))
+    random.Random(params.seed).shuffle(shuffled)
+    folds = []
+    for j in range(k):
+        mine = sorted(shuffled[j::k])
+        others = torch.ones(len(ordered), dtype=torch.bool)
+        others[mine] = False
+        batches = make_batches([ordered[i] for i in mine], params.batch_size, pad)
+        evaluator = Evaluator(model, graph, batches, get_metric(params.metric), params.ablation, level)
+        folds.append(Fold(evaluator, score_order(graph, per_fact[others].mean(0), params.ranking)))
+    return folds
 
 
 def pad_id(model: LoadedModel) -> int:

@@ -147,9 +147,14 @@ class Batch:
         return Batch(**tensors, pairs=self.pairs)
 
 
+def batch_order(pairs: Sequence[Pair]) -> list[Pair]:
+    """The pairs in the order make_batches puts them (by length, stable): the order of per-fact results."""
+    return sorted(pairs, key=lambda p: len(p.clean_ids))
+
+
 def make_batches(pairs: Sequence[Pair], batch_size: int, pad_id: int) -> list[Batch]:
     """Batches of pairs of similar length (sorted), so little compute goes to padding."""
-    ordered = sorted(pairs, key=lambda p: len(p.clean_ids))
+    ordered = batch_order(pairs)
     return [_collate(ordered[i : i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
 
 

@@ -34,6 +34,10 @@ TEMPLATE_AUTO = "auto"  # the zero-shot template under which the model knows the
 
 DEFAULT_TARGET_FAITHFULNESS = 0.8
 DEFAULT_CONFIDENCE = 0.0
+# The size search judges each size out of fold: the discovery facts fall in this many folds, and each fold's
+# facts are scored on the circuit ranked by the other folds' facts (0 or 1: on the facts it was found on).
+DEFAULT_SIZE_FOLDS = 0
+MAX_SIZE_FOLDS = 10
 # Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
 UNINFORMATIVE_HIT_RANDOM = 0.5
 # The size search's caps, as fractions of the graph: 2% of its edges (MIB's range for faithful circuits),
@@ -74,6 +78,7 @@ class DiscoveryParams:
     # The share of bootstrap resamples of the discovery facts the target must hold on (0: on the facts as
     # drawn): a margin for facts the circuit was not found on.
     confidence: float | None = None  # None: DEFAULT_CONFIDENCE
+    size_folds: int | None = None  # None: DEFAULT_SIZE_FOLDS; judge sizes out of fold (sizing.py)
     max_edges: int | None = None  # None: DEFAULT_MAX_EDGE_FRACTION of the graph's edges
     max_nodes: int | None = None  # None: DEFAULT_MAX_NODE_FRACTION of the heads and MLPs
     top_n: int | None = None
@@ -107,6 +112,12 @@ class DiscoveryParams:
     def bound_confidence(self) -> float:
         """The share of resamples the size search's target must hold on."""
         return DEFAULT_CONFIDENCE if self.confidence is None else self.confidence
+
+    @property
+    def folds(self) -> int:
+        """Folds the size search judges each size over (0: in sample)."""
+        folds = DEFAULT_SIZE_FOLDS if self.size_folds is None else self.size_folds
+        return 0 if folds < 2 else folds
 
     @property
     def steps(self) -> int:
@@ -190,6 +201,16 @@ class DiscoveryParams:
                 f"confidence must be in [0, 1), got {self.confidence!r}",
             ),
             (
+                "size_folds",
+                self.size_folds is None or integer(self.size_folds, 0, MAX_SIZE_FOLDS),
+                f"size folds must be an integer from 0 to {MAX_SIZE_FOLDS}, got {self.size_folds!r}",
+            ),
+            (
+                "size_folds",
+                self.folds == 0 or self.confidence is None or self.confidence == 0,
+                "--size-folds and --confidence are two ways to judge a size: give one",
+            ),
+            (
                 "max_edges",
                 self.max_edges is None or integer(self.max_edges, 1),
                 f"max-edges must be at least 1, got {self.max_edges!r}",
@@ -205,11 +226,12 @@ class DiscoveryParams:
                 or (
                     self.target_faithfulness is None
                     and self.confidence is None
+                    and self.size_folds is None
                     and self.max_edges is None
                     and self.max_nodes is None
                 ),
-                "--target-faithfulness, --confidence, --max-edges and --max-nodes size the circuit by "
-                "faithfulness; --top-n and --threshold fix its size: give one or the other",
+                "--target-faithfulness, --confidence, --size-folds, --max-edges and --max-nodes size the "
+                "circuit by faithfulness; --top-n and --threshold fix its size: give one or the other",
             ),
             (
                 "bootstrap",
@@ -274,8 +296,11 @@ class DiscoveryParams:
             out["ig_steps"] = self.ig_steps
         if selection == "faithfulness":
             out["target_faithfulness"] = float(self.target)
-            if self.bound_confidence > 0:  # added later: at 0 it computes what keys without it did
+            # Added later: at their neutral values they compute what keys without them did.
+            if self.bound_confidence > 0:
                 out["confidence"] = float(self.bound_confidence)
+            if self.folds:
+                out["size_folds"] = self.folds
             # None: the default fraction of whichever graph the run is on.
             out["max_edges" if level == "edge" else "max_nodes"] = (
                 self.max_edges if level == "edge" else self.max_nodes

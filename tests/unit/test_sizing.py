@@ -174,3 +174,62 @@ def test_the_bound_is_a_bootstrap_quantile_and_a_confident_search_is_never_small
     confident, _ = search_size(evaluator, order, 0.6, 120, tolerance=0, confidence=0.8)
     if confident.target_met:
         assert plain.target_met and confident.n_top >= plain.n_top and confident.bound >= 0.6
+
+
+def _pairs(model, relation, n: int):  # type: ignore[no-untyped-def]
+    from atlas.core.pairs import make_pairs, tokenize_facts
+
+    tokenized = tokenize_facts(relation, relation.facts, model.encode, model.encode_continuation, None)
+    return make_pairs(tokenized, tokenized).pairs[:n]
+
+
+def test_out_of_fold_faithfulness_pools_the_folds_facts(tiny_llama, relations) -> None:
+    """Folds that all rank by the same order give the plain faithfulness over their union; each fold's
+    own order comes from the other folds' facts only."""
+    from atlas.core.attribution import fact_scores
+    from atlas.core.discover import size_folds
+    from atlas.core.pairs import make_batches
+    from atlas.core.sizing import Fold, out_of_fold
+
+    pairs = _pairs(tiny_llama, relations["city_in_country"], 9)
+    graph = graph_of(tiny_llama)
+    batches = make_batches(pairs, 4, pad_id=0)
+    per_fact = fact_scores(tiny_llama, batches, object_logprob, method="eap-ig", steps=2)
+    params = DiscoveryParams(size_folds=3, batch_size=4, ranking="signed")
+    folds = size_folds(tiny_llama, graph, list(pairs), per_fact, params, "edge", 0)
+    assert len(folds) == 3 and sum(f.evaluator.n_facts for f in folds) == 9
+    order = score_order(graph, per_fact.mean(0), "signed")
+    everyone = Evaluator(tiny_llama, graph, batches, object_logprob, "corrupt", "edge")
+    same = [Fold(f.evaluator, order) for f in folds]
+    sizes = [5, 30, 120]
+    plain = [
+        everyone.faithfulness(o)
+        for o in everyone.outcomes([top_circuit(graph, order, n, "edge") for n in sizes])
+    ]
+    assert out_of_fold(same, sizes, "edge") == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    # A fold's order is the other folds' facts' mean: the circuit found without this fold's facts.
+    clean_rows = {tuple(b.clean[i].tolist()): None for b in batches for i in range(b.size)}
+    row_of = {key: i for i, key in enumerate(clean_rows)}
+    for fold in folds:
+        mine = {row_of[tuple(b.clean[i].tolist())] for b in fold.evaluator.batches for i in range(b.size)}
+        others = [i for i in range(9) if i not in mine]
+        expected = score_order(graph, per_fact[others].mean(0), "signed")
+        assert np.array_equal(fold.order, expected)
+
+
+def test_a_search_judged_out_of_fold_records_what_it_judged(tiny_llama, relations) -> None:
+    params = DiscoveryParams(
+        ig_steps=2, max_facts=8, known_only=False, batch_size=4, max_edges=150, bootstrap=0, curve=False,
+        size_folds=2, target_faithfulness=0.3,
+    )  # fmt: skip
+    result = discover(tiny_llama, relations["city_in_country"], params)
+    size = result.size
+    assert size is not None and size.folds == 2
+    # out of fold is not in sample: the facts a circuit was ranked on are not the ones it is judged on
+    assert any(judged != in_sample for _, _, in_sample, judged in size.trace)
+    if size.target_met:
+        assert size.bound >= 0.3 and all(j < 0.3 for n, _, _, j in size.trace if n < size.n_top)
+    with pytest.raises(Exception, match="size folds must be an integer from 0 to 10"):
+        DiscoveryParams(size_folds=11).validate()
+    with pytest.raises(Exception, match="give one"):
+        DiscoveryParams(size_folds=3, confidence=0.5).validate()
