@@ -23,7 +23,7 @@ from sqlalchemy import Engine, func, select
 from starlette.concurrency import run_in_threadpool
 
 from atlas.db.models import Circuit, Edit
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 
 # The catalogue version: changes whenever a circuit is stored or removed (browse.catalogue_version).
 # and whenever a knowledge edit is stored (a component's appearances include edits).

@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from atlas.core.corpus import CATEGORIES
 from atlas.db.edits import EDIT_METHODS
 from atlas.spec.analyses import ANALYSES, ANALYSIS_KINDS, analysis_spec
+from atlas.spec.corpus import CATEGORIES
 from atlas.spec.errors import Invalid
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES, method_spec
 from atlas.spec.params import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP, MAX_IG_STEPS, TEMPLATE_AUTO, DiscoveryParams

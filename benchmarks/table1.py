@@ -61,10 +61,10 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from atlas.core.corpus import bundled_corpus_path, load_corpus
     from atlas.core.discover import DiscoveryError, DiscoveryParams, discover
     from atlas.core.models import load_model
     from atlas.core.pairs import PairingError
+    from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
     bundled = load_corpus(bundled_corpus_path())
     lre = load_corpus(LRE_DIR) if args.lre != "none" else {}

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from atlas.core.corpus import Relation
 from atlas.core.editing import (
     EDITORS,
     EditError,
@@ -26,6 +25,7 @@ from atlas.core.editing.base import mlp_out_weight
 from atlas.core.editing.covariance import key_covariance, offline_text
 from atlas.core.editing.rome import compute_update, subject_last_index
 from atlas.core.models import LoadedModel
+from atlas.spec.corpus import Relation
 
 REQUEST = EditRequest("The capital of France is", "France", "Berlin", "Paris")
 # Small and quick: tiny models cannot learn much anyway, these tests check the algebra and the plumbing.

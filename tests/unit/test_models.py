@@ -59,7 +59,7 @@ def test_an_unavailable_model_is_named_in_the_error() -> None:
 
 
 def test_atlas_device_selects_the_device(monkeypatch) -> None:
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     monkeypatch.setenv("ATLAS_DEVICE", "cpu")
     get_settings.cache_clear()

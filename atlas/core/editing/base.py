@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from atlas.core.models import LoadedModel, wrap
-from atlas.json_safe import finite
 from atlas.spec.errors import Invalid
+from atlas.spec.json_safe import finite
 
 
 class EditError(Invalid):
