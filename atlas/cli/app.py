@@ -39,6 +39,6 @@ COMMANDS = (
     serve,
 )
 
-for command in COMMANDS:
-    main.add_command(command)
-query_group.add_command(query_edit_components)
+for _command in COMMANDS:
+    main.add_command(_command)
+query_group.add_command(query_edit_components)  # `atlas query edit-components`, with the edits' commands

@@ -29,6 +29,7 @@ from atlas.spec.params import (
 
 
 def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The discovery parameters as options (`make_params` turns them into DiscoveryParams)."""
     options = [
         click.option(
             "--method",
@@ -107,6 +108,7 @@ def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def make_params(options: dict[str, Any]) -> DiscoveryParams:
+    """The options' DiscoveryParams, validated (a template given as a number is an index)."""
     template = options.get("template")
     if isinstance(template, str) and template.lstrip("-").isdigit():
         template = int(template)
