@@ -1,6 +1,6 @@
-"""The app factory: `create_app()` reads settings from ATLAS_* variables (atlas.config), opens the catalogue
-(ATLAS_DATABASE_URL, else the embedded SQLite file, created and migrated on first use) and mounts the
-routers. OpenAPI at /openapi.json, interactive docs at /docs. Imports no torch."""
+"""The app factory: `create_app()` reads settings from ATLAS_* variables (atlas.spec.config), opens the
+catalogue (ATLAS_DATABASE_URL, else the embedded SQLite file, created and migrated on first use) and mounts
+the routers. OpenAPI at /openapi.json, interactive docs at /docs. Imports no torch."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from api.deps import Sender, app_sender
 from api.guard import RequestGuard
 from api.routes import analyses, catalogue, circuits, components, edits, jobs, pages
 from api.static_files import PackageFiles
-from atlas.config import Settings, get_settings
+from atlas.spec.config import Settings, get_settings
 
 STATIC = Path(__file__).resolve().parent / "static"
 DESCRIPTION = """Knowledge circuits of language models: which heads and MLPs carry a fact, and whether they

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from atlas.db.browse import CATALOGUE_VERSION
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 
 
 def encode(value: Any) -> bytes:

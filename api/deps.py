@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from api.cache import ResponseCache
 from api.errors import ApiError
-from atlas.config import Settings
+from atlas.spec.config import Settings
 
 # Send a job id to the workers' queue: (job_id, queue) -> task id. Default: workers.enqueue.send_job.
 Sender = Callable[[int, str], str]

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import write_refusal
 from api.errors import body
-from atlas.config import Settings
+from atlas.spec.config import Settings
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 

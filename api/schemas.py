@@ -17,9 +17,9 @@ from pydantic import (
     model_validator,
 )
 
-from atlas.core.corpus import CATEGORIES
 from atlas.db.edits import EDIT_METHODS
 from atlas.spec.analyses import ANALYSES, ANALYSIS_KINDS, analysis_spec
+from atlas.spec.corpus import CATEGORIES
 from atlas.spec.errors import Invalid
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES, method_spec
 from atlas.spec.params import DEFAULT_BOOTSTRAP, MAX_BOOTSTRAP, MAX_IG_STEPS, TEMPLATE_AUTO, DiscoveryParams
@@ -409,6 +409,13 @@ class JobRequest(BaseModel):
         ge=0,
         lt=1,
         description="The target must hold on this share of bootstrap resamples of the facts.",
+    )
+    size_folds: int | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description="Judge each size out of fold: the facts in this many folds, each scored on the circuit "
+        "the other folds rank.",
     )
     max_edges: int | None = Field(None, ge=1, description="The size search's cap in edges (2% of the graph).")
     max_nodes: int | None = Field(

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
-from atlas.core.corpus import Relation
 from atlas.spec.analyses import AnalysisError, make_params
+from atlas.spec.corpus import Relation
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from atlas.core.corpus import Fact, Relation
 from atlas.db.edits import ComponentChange, EditRecord, EditSpec, validate_edit_request
+from atlas.spec.corpus import Fact, Relation
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

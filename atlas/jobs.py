@@ -13,9 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atlas.core.corpus import CorpusError, Relation, bundled_corpus_path, corpus_hash, load_corpus
 from atlas.core.discover import DiscoveryParams, DiscoveryResult, discover
 from atlas.core.models import LoadedModel, load_model
+from atlas.spec.corpus import CorpusError, Relation, bundled_corpus_path, corpus_hash, load_corpus
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -74,7 +74,7 @@ TL_AGREEMENT_TARGET = 1e-4
 
 
 def _default_corpus() -> Path:
-    from atlas.core.corpus import bundled_corpus_path
+    from atlas.spec.corpus import bundled_corpus_path
 
     return LRE_DIR if LRE_DIR.is_dir() else bundled_corpus_path()
 
@@ -82,8 +82,8 @@ def _default_corpus() -> Path:
 def build_pairs(model: Any, corpus: Path, relations: list[str], n_facts: int) -> tuple[list[Any], dict]:
     """The first pairs of each relation, `n_facts` in all split evenly; short relations are topped up
     from the others named, then from the rest of the corpus. Returns pairs and {relation: count}."""
-    from atlas.core.corpus import load_corpus
     from atlas.core.pairs import make_pairs, tokenize_facts
+    from atlas.spec.corpus import load_corpus
 
     every = load_corpus(corpus)
     missing = [name for name in relations if name not in every]
@@ -160,10 +160,10 @@ def _floor_pass(hf_model: Any, batch: Any, passes: int) -> None:
 def pristine_hf_model(name: str, device: torch.device) -> Any:
     """The same weights atlas loads (dequantized, K/V-expanded), as a plain HF model: `load_model`'s
     `hf_model` has TransformerBridge components spliced into it, so it is no floor."""
-    from atlas.config import get_settings
     from atlas.core.models import OFFLINE_MODELS, _load_hub_model
     from atlas.core.offline_weights import expand_grouped_kv
     from atlas.core.tiny import RANDOM_MODELS, random_model
+    from atlas.spec.config import get_settings
 
     if name in OFFLINE_MODELS:
         hf_model, _ = OFFLINE_MODELS[name].load(get_settings().cache_dir)

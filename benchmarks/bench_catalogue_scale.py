@@ -41,7 +41,6 @@ import psycopg
 from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 
-from atlas.core.corpus import CATEGORIES
 from atlas.core.graph import Graph
 from atlas.db.engine import make_engine, normalize_url, upgrade
 from atlas.db.models import Component
@@ -55,6 +54,7 @@ from atlas.db.store import (
     ModelInfo,
     register_model,
 )
+from atlas.spec.corpus import CATEGORIES
 from atlas.spec.graph import GraphIndex
 from atlas.spec.params import params_key
 from atlas.spec.recurrence import NULL_DTYPE, NULL_SAMPLES, inclusion_probabilities

@@ -35,7 +35,6 @@ from typing import Any
 import torch
 
 from atlas.core.circuit import random_circuit, threshold, top_n
-from atlas.core.corpus import Fact, Relation
 from atlas.core.discover import DiscoveryParams, DiscoveryResult, FactCounts
 from atlas.core.evaluation import CurvePoint, FaithfulnessCurve, SplitEvaluation
 from atlas.core.graph import Graph
@@ -45,6 +44,7 @@ from atlas.db.recurrence import recurring_components
 from atlas.db.recut import load_scores, recut
 from atlas.db.store import ModelInfo, import_relations, register_model, store_discovery
 from atlas.spec import graph as index
+from atlas.spec.corpus import Fact, Relation
 from atlas.spec.params import max_edges_for
 
 GRAPH = Graph(30, 9)

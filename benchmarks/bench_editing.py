@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from atlas.core.corpus import Relation, bundled_corpus_path, load_corpus
-from atlas.core.editing import EditParams, EditRequest, apply_edit, edit_outcome, probes_for
+from atlas.core.editing import EditParams, EditRequest, apply_edit, edit_outcome, probes_for, resolved_params
 from atlas.core.editing.base import object_ids
 from atlas.core.editing.covariance import key_covariance
 from atlas.core.editing.scoring import score_items
 from atlas.core.models import LoadedModel, load_model
+from atlas.spec.corpus import Relation, bundled_corpus_path, load_corpus
 
 LRE = Path(__file__).resolve().parents[2] / "shared" / "lre"
 
@@ -143,7 +143,7 @@ def main() -> None:
             if method == "rome":
                 clock = time.perf_counter()
                 with PeakRss() as rss:
-                    key_covariance(model, layer, params.resolved().cov_tokens)
+                    key_covariance(model, layer, resolved_params(params).cov_tokens)
                 covariance[key] = (time.perf_counter() - clock, rss.peak - rss.before)
             for request in requests:
                 with PeakRss() as rss:

@@ -47,9 +47,9 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "api")]  # api_helpers
 
 from api_helpers import _scores, store_synthetic  # noqa: E402
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
 from atlas.db.store import ModelInfo, import_relations  # noqa: E402
+from atlas.spec.corpus import bundled_corpus_path, load_corpus  # noqa: E402
 from atlas.spec.graph import GraphIndex, top_n_edges  # noqa: E402
 from atlas.spec.params import DiscoveryParams, max_edges_for  # noqa: E402
 

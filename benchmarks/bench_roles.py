@@ -38,11 +38,11 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 def main() -> None:
     from atlas.core.component_lens import relation_lens
-    from atlas.core.corpus import Fact, bundled_corpus_path, load_corpus
     from atlas.core.hallucination import HallucinationParams, analyze_hallucinations
     from atlas.core.icl import ICLParams, icl_analysis
     from atlas.core.models import load_model
     from atlas.core.roles import RoleThresholds, relation_head_roles
+    from atlas.spec.corpus import Fact, bundled_corpus_path, load_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")

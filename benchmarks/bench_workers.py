@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from services import WorkerProcess, pg_database, require_redis, wait_for  # noqa: E402
 
-from atlas.core.corpus import load_corpus  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
 from atlas.db.jobs import get_job  # noqa: E402
 from atlas.db.store import import_relations  # noqa: E402
+from atlas.spec.corpus import load_corpus  # noqa: E402
 from atlas.spec.params import DiscoveryParams  # noqa: E402
 from atlas.tasks.discover import DiscoveryRequest  # noqa: E402
 
@@ -66,7 +66,7 @@ def ended(engine: Any, jobs: list[int]) -> bool:
 
 def run(args: argparse.Namespace, n_workers: int, user: str) -> dict[str, Any]:
     import workers.app
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
     from workers.enqueue import submit_and_send
 
     load_start = os.getloadavg()[0]

@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO / "tests"))
 from processes import ServerProcess, post_body, race_posts, rename_database, use_broker  # noqa: E402
 from services import WorkerProcess, pg_admin_user, pg_database, require_redis, wait_for  # noqa: E402
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus  # noqa: E402
 from atlas.db.engine import make_engine, upgrade  # noqa: E402
 from atlas.db.jobs import get_job  # noqa: E402
 from atlas.db.store import import_relations  # noqa: E402
+from atlas.spec.corpus import bundled_corpus_path, load_corpus  # noqa: E402
 from atlas.spec.params import DiscoveryParams  # noqa: E402
 from atlas.tasks.discover import DiscoveryRequest  # noqa: E402
 
@@ -65,7 +65,7 @@ def _catalogue(url: str) -> None:
 def _use_broker(broker: str, env: dict[str, str]) -> None:
     """Point this process's settings and Celery app at the run's broker (as `atlas discover --enqueue`)."""
     os.environ.update(env)
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     get_settings.cache_clear()
     use_broker(broker)

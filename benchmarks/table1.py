@@ -65,10 +65,10 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from atlas.core.corpus import bundled_corpus_path, load_corpus
     from atlas.core.discover import DiscoveryError, DiscoveryParams, discover
     from atlas.core.models import load_model
     from atlas.core.pairs import PairingError
+    from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
     bundled = load_corpus(bundled_corpus_path())
     lre = load_corpus(LRE_DIR) if args.lre != "none" else {}
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             sys.exit(f"not in {LRE_DIR}: {', '.join(missing)}")
         relations += [("lre", lre[name]) for name in args.lre.split(",")]
     done: set[tuple[str, str, str]] = set()
-    folds = DiscoveryParams(size_folds=args.size_folds).folds
+    folds = DiscoveryParams(size_folds=args.size_folds, confidence=args.confidence).folds
     wanted = _variant({"ranking": args.ranking, "confidence": args.confidence, "size_folds": folds})
     rows: list[dict[str, Any]] = []
     if args.resume and args.json and Path(args.json).exists():

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from atlas.core.corpus import Relation, bundled_corpus_path, load_corpus
 from atlas.core.models import LoadedModel, load_model
 from atlas.core.pairs import Batch, make_batches, make_pairs, tokenize_facts
+from atlas.spec.corpus import Relation, bundled_corpus_path, load_corpus
 
 # No test may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from atlas.config import get_settings
 from atlas.db.jobs import QUEUES
+from atlas.spec.config import get_settings
 
 TASK_RUN_JOB = "atlas.run_job"
 

@@ -8,8 +8,8 @@ import logging
 
 from sqlalchemy import Engine
 
-from atlas.config import Settings, get_settings
 from atlas.db.jobs import JobError, abandon_job
+from atlas.spec.config import Settings, get_settings
 from atlas.tasks.base import JobRequest
 from atlas.tasks.submit import Submission, submit_job
 from workers.app import TASK_RUN_JOB, app

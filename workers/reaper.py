@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 
-from atlas.config import Settings
 from atlas.db.jobs import QUEUES, Orphan, orphan_candidates, requeue_orphan
+from atlas.spec.config import Settings
 from workers.app import TASK_RUN_JOB
 
 log = logging.getLogger(__name__)

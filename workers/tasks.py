@@ -17,7 +17,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init
 
-from atlas.config import Settings, get_settings
+from atlas.spec.config import Settings, get_settings
 from workers.app import TASK_RUN_JOB, app
 
 log = logging.getLogger(__name__)

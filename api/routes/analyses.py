@@ -29,7 +29,7 @@ from api.schemas import (
 from atlas.db import CatalogueError
 from atlas.db.analyses import get_analysis, list_analyses
 from atlas.db.jobs import get_job
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 from atlas.tasks.analysis import AnalysisRequest
 from workers.enqueue import submit_and_send
 

@@ -29,7 +29,7 @@ from api.schemas import (
 )
 from atlas.db.edits import EDIT_DISCOVERY, edit_comparison, edit_component_changes, get_edit, list_edits
 from atlas.db.jobs import get_job
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 from atlas.tasks.edit import EditJobRequest
 from workers.enqueue import submit_and_send
 

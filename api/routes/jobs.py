@@ -24,12 +24,12 @@ from api.schemas import (
     JobSubmission,
     JobView,
 )
-from atlas.core.corpus import Fact as CorpusFact
-from atlas.core.corpus import Relation as CorpusRelation
 from atlas.db import CatalogueError, queries
 from atlas.db.jobs import cancel_job, check_model, get_job, list_jobs
 from atlas.db.store import import_relations
-from atlas.json_safe import finite
+from atlas.spec.corpus import Fact as CorpusFact
+from atlas.spec.corpus import Relation as CorpusRelation
+from atlas.spec.json_safe import finite
 from atlas.tasks.discover import DiscoveryRequest
 from workers.enqueue import submit_and_send
 

@@ -22,7 +22,7 @@ from atlas.db import CatalogueError
 from atlas.db.edits import get_edit
 from atlas.db.models import Circuit, Edit, Model, Relation
 from atlas.db.store import transaction
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 ASCII_ID = re.compile(r"[0-9]{1,12}")

@@ -127,7 +127,7 @@ export function download(text, filename, type) {
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
-// atlas.core.corpus.CATEGORIES; "control": tasks that need no stored knowledge (the recurrence baseline).
+// atlas.spec.corpus.CATEGORIES; "control": tasks that need no stored knowledge (the recurrence baseline).
 export const CATEGORIES = ["factual", "commonsense", "linguistic", "bias", "control"];
 /** The attribution methods (GET /methods: the registry), the default first; fetched once. */
 let methodsOnce = null;

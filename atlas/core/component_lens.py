@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from atlas.core.corpus import Fact, Relation
 from atlas.core.logit_lens import ComponentRank, component_ranks, residual_ranks
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import tokenize_facts
-from atlas.json_safe import finite
+from atlas.spec.corpus import Fact, Relation
+from atlas.spec.json_safe import finite
 
 # A prompt as the lens reads it: its token ids (as the model is fed them) and the target token id.
 LensPrompt = tuple[Sequence[int], int]

@@ -13,7 +13,6 @@ import torch
 
 from atlas.core.attribution import fact_scores, graph_of
 from atlas.core.circuit import Circuit, random_circuit, random_node_circuit
-from atlas.core.corpus import Fact, Relation
 from atlas.core.evaluation import (
     Evaluator,
     FaithfulnessCurve,
@@ -30,6 +29,7 @@ from atlas.core.pairs import Pair, batch_order, make_batches, make_pairs, tokeni
 from atlas.core.roles import HeadRoles, relation_head_roles
 from atlas.core.sizing import Fold, SizeChoice, search_size
 from atlas.core.stability import Stability, bootstrap_stability, select_from_scores
+from atlas.spec.corpus import Fact, Relation
 from atlas.spec.params import (
     DEFAULT_TOP_N_NODES as DEFAULT_TOP_N_NODES,  # re-exported
 )

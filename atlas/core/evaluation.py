@@ -110,7 +110,7 @@ def known_mask(model: LoadedModel, batch: Batch, k: int = 10) -> list[bool]:
 
 
 def eval_memory_bytes() -> int:
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     return int(get_settings().eval_memory_mb) * 2**20
 

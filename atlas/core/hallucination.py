@@ -24,12 +24,12 @@ import torch
 from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import Circuit, top_n
 from atlas.core.component_lens import LensSummary, lens_summary
-from atlas.core.corpus import Fact, Relation
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import TokenizedFact, make_batches, make_pairs, tokenize_facts
-from atlas.json_safe import finite
 from atlas.spec.analyses import HallucinationParams as HallucinationParams  # re-exported
+from atlas.spec.corpus import Fact, Relation
+from atlas.spec.json_safe import finite
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ import torch
 
 from atlas.core.attribution import ablated_outputs, edge_scores, graph_of
 from atlas.core.circuit import Circuit, node_circuit, top_n_nodes
-from atlas.core.corpus import Fact, Relation
 from atlas.core.evaluation import known_mask
 from atlas.core.intervention import patched_logits
 from atlas.core.metrics import object_logprob
@@ -40,9 +39,10 @@ from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch, Pair, make_batches, make_pairs, tokenize_facts
 from atlas.core.readout import readout_batch, readout_logits
 from atlas.core.roles import circuit_heads
-from atlas.json_safe import finite
 from atlas.spec.analyses import HeadAblation
 from atlas.spec.analyses import ICLParams as ICLParams  # re-exported
+from atlas.spec.corpus import Fact, Relation
+from atlas.spec.json_safe import finite
 
 
 @dataclass

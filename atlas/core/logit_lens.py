@@ -39,7 +39,7 @@ class ComponentRank:
     prob: float
 
     def to_dict(self) -> dict[str, Any]:
-        from atlas.json_safe import finite
+        from atlas.spec.json_safe import finite
 
         return dict(finite(asdict(self)))
 

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from atlas.core.model_names import unavailable
 from atlas.core.offline_weights import OfflineWeightsError, expand_grouped_kv, load_offline
 from atlas.core.tiny import RANDOM_MODELS, random_model
 from atlas.spec.errors import NotFound
+from atlas.spec.model_names import unavailable
 
 
 class ModelLoadError(NotFound):
@@ -137,7 +137,7 @@ def resolve_device(requested: str = "") -> torch.device:
 
 def load_model(name: str, device: str = "", cache_dir: Path | None = None) -> LoadedModel:
     """Load a model by name and wrap it; raises ModelLoadError naming the model when it cannot."""
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     settings = get_settings()
     if settings.threads > 0:  # ATLAS_THREADS: e.g. several workers sharing one machine's cores

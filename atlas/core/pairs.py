@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from atlas.core.corpus import Fact, Relation
+from atlas.spec.corpus import Fact, Relation
 from atlas.spec.errors import Invalid
 
 Encode = Callable[[str], list[int]]

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import torch
 
-from atlas.core.corpus import Fact, Relation
 from atlas.core.models import LoadedModel
-from atlas.json_safe import finite
+from atlas.spec.corpus import Fact, Relation
+from atlas.spec.json_safe import finite
 
 Role = Literal["mover", "relation", "mix", "other"]
 ROLES: tuple[Role, ...] = ("mover", "relation", "mix", "other")

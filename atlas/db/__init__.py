@@ -1,6 +1,7 @@
 """The persistent circuit catalogue: SQLAlchemy models, Alembic migrations, writes and read-side queries.
 
-Nothing here imports torch at import time except `atlas.db.store` (which takes discovery results).
+Nothing here imports torch or atlas.core (pyproject.toml's import contracts check it): `atlas.db.store` takes
+discovery results and reads their tensors through their methods and numpy.
 """
 
 from __future__ import annotations

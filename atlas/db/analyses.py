@@ -18,7 +18,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atlas.core.corpus import Relation as CorpusRelation
 from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.browse import page_of
 from atlas.db.models import Analysis, Circuit, CircuitNode, Component, Model, Relation, Run
@@ -30,8 +29,9 @@ from atlas.db.store import (
     resolve_model,
     transaction,
 )
-from atlas.json_safe import finite
 from atlas.spec.analyses import ANALYSIS_KINDS
+from atlas.spec.corpus import Relation as CorpusRelation
+from atlas.spec.json_safe import finite
 
 if TYPE_CHECKING:
     from atlas.core.models import LoadedModel

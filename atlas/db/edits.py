@@ -22,7 +22,7 @@ from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.jobs import InvalidJob, UnknownForJob
 from atlas.db.models import Component, Edit, EditComponent, Fact, Model, Relation
 from atlas.db.store import ModelInfo, default_code_version, resolve_model, transaction
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 from atlas.spec.keys import request_key
 from atlas.spec.params import DiscoveryError, DiscoveryParams
 

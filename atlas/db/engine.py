@@ -10,8 +10,8 @@ from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from atlas.config import Settings, get_settings
 from atlas.db import CatalogueError
+from atlas.spec.config import Settings, get_settings
 
 # Top-level `migrations/` and `alembic.ini` of the (editable-installed) project.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

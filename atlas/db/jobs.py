@@ -70,7 +70,7 @@ def check_relations(session: Session, names: Sequence[str]) -> None:
 
 
 class ModelUnavailable(JobError):
-    """A job's model is neither in the catalogue nor loadable here (atlas.core.model_names)."""
+    """A job's model is neither in the catalogue nor loadable here (atlas.spec.model_names)."""
 
     field = "model"
 
@@ -78,7 +78,7 @@ class ModelUnavailable(JobError):
 def check_model(target: Engine | Session, name: str) -> None:
     """A job's model must be catalogued or loadable here, so that a job for a model that cannot be had is
     refused before it is queued (not failed by a worker after a wait on the network). Torch-free."""
-    from atlas.core.model_names import BUILT_IN, unavailable
+    from atlas.spec.model_names import BUILT_IN, unavailable
 
     with transaction(target) as session:
         catalogued = list(session.scalars(select(Model.name).distinct().order_by(Model.name)))

@@ -105,7 +105,7 @@ class Relation(Base):
     symmetric: Mapped[bool] = mapped_column(Boolean)
     prompt_templates: Mapped[list[Any]]
     prompt_templates_zs: Mapped[list[Any]]
-    content_sha256: Mapped[str] = mapped_column(String(64))  # atlas.core.corpus.corpus_hash([relation])
+    content_sha256: Mapped[str] = mapped_column(String(64))  # atlas.spec.corpus.corpus_hash([relation])
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -31,7 +31,7 @@ from atlas.spec.graph import GraphIndex
 from atlas.spec.recurrence import NULL_DTYPE, NULL_SAMPLES, inclusion_probabilities
 from atlas.spec.recurrence_stats import generic_flags, recurrence_statistics, relation_held, relation_null
 
-CONTROL = "control"  # the category of control relations (atlas.core.corpus.CATEGORIES)
+CONTROL = "control"  # the category of control relations (atlas.spec.corpus.CATEGORIES)
 CHUNK = 500  # circuit ids per IN list
 
 

@@ -21,9 +21,6 @@ from sqlalchemy import Engine, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atlas.core.corpus import Fact as CorpusFact
-from atlas.core.corpus import Relation as CorpusRelation
-from atlas.core.corpus import corpus_hash as relations_hash
 from atlas.db import CatalogueConflict, CatalogueError, NotCatalogued
 from atlas.db.models import (
     ROLES,
@@ -38,12 +35,17 @@ from atlas.db.models import (
     Relation,
     Run,
 )
-from atlas.json_safe import finite
+from atlas.spec.corpus import Fact as CorpusFact
+from atlas.spec.corpus import Relation as CorpusRelation
+from atlas.spec.corpus import corpus_hash as relations_hash
+from atlas.spec.json_safe import finite
 from atlas.spec.params import DiscoveryParams, params_key, template_key
 from atlas.spec.recurrence import NULL_DTYPE, NULL_SAMPLES, inclusion_probabilities
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from numpy.typing import NDArray
 
     from atlas.core.circuit import Circuit as CoreCircuit
     from atlas.core.discover import DiscoveryResult
@@ -697,22 +699,19 @@ def _node_rows(
 
 def selected_edges(
     graph: Graph, scores: torch.Tensor, params: DiscoveryParams, n_top: int | None = None
-) -> torch.Tensor:
-    """The edges chosen by score before pruning: the `n_top` (or the run's top-n) highest-|score| edges, or
-    those over the run's threshold (atlas.spec.graph's rules)."""
+) -> NDArray[np.bool_]:
+    """The edges chosen by score before pruning, as a (writers, readers) mask: the `n_top` (or the run's
+    top-n) highest-|score| edges, or those over the run's threshold (atlas.spec.graph's rules)."""
     import numpy as np
-    import torch
 
     from atlas.spec import graph as index
     from atlas.spec.params import DEFAULT_TOP_N
 
     values = scores.detach().cpu().double().numpy()
     if n_top is None and params.threshold is not None:
-        return torch.from_numpy((index.rank_values(values, params.ranking) >= params.threshold) & graph.valid)
+        return (index.rank_values(values, params.ranking) >= params.threshold) & graph.valid
     order = index.edge_order(graph, values, params.ranking)
-    return torch.from_numpy(
-        np.ascontiguousarray(index.mask_of(graph, order[: n_top or params.top_n or DEFAULT_TOP_N]))
-    )
+    return np.ascontiguousarray(index.mask_of(graph, order[: n_top or params.top_n or DEFAULT_TOP_N]))
 
 
 def _split_reader(name: str) -> tuple[str, str]:
@@ -723,17 +722,19 @@ def _split_reader(name: str) -> tuple[str, str]:
 def _edge_rows(
     circuit_id: int, graph: Graph, circuit: CoreCircuit, result: DiscoveryResult, components: dict[str, int]
 ) -> list[tuple[Any, ...]]:
+    import numpy as np
+
     edges = circuit.edges.cpu()
     if circuit.level == "edge":
         n_top = result.size.n_top if result.size is not None else None
-        stored = edges | selected_edges(graph, result.scores, result.params, n_top)
+        stored = edges.numpy() | selected_edges(graph, result.scores, result.params, n_top)
         scores = result.scores.detach().cpu().double()
     else:
-        stored, scores = edges, None
+        stored, scores = edges.numpy(), None
     shares = result.stability.edges if result.stability is not None else None
     readers = [_split_reader(name) for name in graph.reader_names]
     rows = []
-    for w, r in stored.nonzero().tolist():
+    for w, r in np.argwhere(stored).tolist():
         node, port = readers[r]
         score = float(scores[w, r]) if scores is not None else None
         member = bool(edges[w, r])

@@ -36,7 +36,7 @@ DEFAULT_TARGET_FAITHFULNESS = 0.8
 DEFAULT_CONFIDENCE = 0.0
 # The size search judges each size out of fold: the discovery facts fall in this many folds, and each fold's
 # facts are scored on the circuit ranked by the other folds' facts (0 or 1: on the facts it was found on).
-DEFAULT_SIZE_FOLDS = 0
+DEFAULT_SIZE_FOLDS = 3
 MAX_SIZE_FOLDS = 10
 # Hit@10 that a random circuit of the same size reaches this often tells nothing about the circuit.
 UNINFORMATIVE_HIT_RANDOM = 0.5
@@ -116,7 +116,10 @@ class DiscoveryParams:
     @property
     def folds(self) -> int:
         """Folds the size search judges each size over (0: in sample)."""
-        folds = DEFAULT_SIZE_FOLDS if self.size_folds is None else self.size_folds
+        if self.size_folds is None:  # the default, unless --confidence chose the other way to judge
+            folds = 0 if self.bound_confidence > 0 else DEFAULT_SIZE_FOLDS
+        else:
+            folds = self.size_folds
         return 0 if folds < 2 else folds
 
     @property
@@ -207,7 +210,7 @@ class DiscoveryParams:
             ),
             (
                 "size_folds",
-                self.folds == 0 or self.confidence is None or self.confidence == 0,
+                self.size_folds is None or self.size_folds < 2 or not self.confidence,
                 "--size-folds and --confidence are two ways to judge a size: give one",
             ),
             (

@@ -21,8 +21,6 @@ from sqlalchemy import Engine, insert, select
 
 from api.app import create_app
 from api.cache import ResponseCache
-from atlas.config import Settings
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Relation, Run
 from atlas.db.store import (
     ModelInfo,
@@ -32,6 +30,8 @@ from atlas.db.store import (
     run_key,
     transaction,
 )
+from atlas.spec.config import Settings
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.graph import GraphIndex, edge_order, mask_of, top_n_edges, top_n_nodes
 from atlas.spec.params import DiscoveryParams
 from atlas.spec.recurrence import inclusion_probabilities

@@ -14,7 +14,6 @@ from api_helpers import MODELS, Catalogue, RecordingSender, auth
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from atlas.core.corpus import Relation
 from atlas.core.hallucination import HallucinationParams, analyze_hallucinations
 from atlas.core.icl import ICLParams, icl_analysis
 from atlas.core.models import LoadedModel
@@ -22,6 +21,7 @@ from atlas.db.analyses import store_analysis
 from atlas.db.models import Job
 from atlas.db.store import transaction
 from atlas.spec.analyses import make_params
+from atlas.spec.corpus import Relation
 
 RELATION = "country_capital_city"
 

@@ -11,10 +11,10 @@ from api_helpers import MODELS, PARAMS, pg_database, store_synthetic
 from sqlalchemy import Engine, select
 
 from api.cache import ResponseCache
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.models import Edit, Model, Relation
 from atlas.db.store import import_relations, transaction
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,11 +12,11 @@ import pytest
 from api_helpers import Catalogue, RecordingSender, auth, make_client
 from fastapi.testclient import TestClient
 
-from atlas.core.corpus import bundled_corpus_path, corpus_hash, load_corpus
 from atlas.core.discover import DiscoveryParams, DiscoveryResult, discover
 from atlas.core.models import load_model
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.store import import_relations, store_discovery
+from atlas.spec.corpus import bundled_corpus_path, corpus_hash, load_corpus
 
 PARAMS = DiscoveryParams(ig_steps=2, max_facts=4, known_only=False, max_edges=60, bootstrap=6, curve=False)
 

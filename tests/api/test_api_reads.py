@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from recurrence_check import expected_recurrence, stored_circuits
 from sqlalchemy import text
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.recut import GraphIndex, load_scores
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
 
 def test_models_page_and_cursor(client: TestClient) -> None:

@@ -14,10 +14,10 @@ from processes import ServerProcess, race_posts
 from services import require_redis
 from sqlalchemy import Engine, func, select, update
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.models import Job
 from atlas.db.store import import_relations, transaction
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
 REDIS_DB = 15
 CONCURRENT = 16

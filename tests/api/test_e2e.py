@@ -20,9 +20,9 @@ import pytest
 from api_helpers import REPO, pg_database
 from services import require_redis
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.store import import_relations
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
 REDIS_DB = 11
 TOKEN = "e2e-token-9f8e7d"

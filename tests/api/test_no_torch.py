@@ -13,8 +13,8 @@ SCRIPT = """
 import json, sys
 from fastapi.testclient import TestClient
 from api.app import create_app
-from atlas.config import Settings
-from atlas.core.corpus import bundled_corpus_path, load_corpus
+from atlas.spec.config import Settings
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.db.store import import_relations
 
 settings = Settings(database_url=sys.argv[1], api_token="t")

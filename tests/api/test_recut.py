@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from api_helpers import MODELS, PARAMS, store_synthetic
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db import NotCatalogued
 from atlas.db import recut as db_recut
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.store import import_relations
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.graph import GraphIndex, edge_order, prune, rank_values
 from atlas.spec.params import DiscoveryParams
 

@@ -14,7 +14,7 @@ from api_helpers import TOKEN, Catalogue, RecordingSender, auth, make_client
 from fastapi.testclient import TestClient
 from processes import ServerProcess, post_body
 
-from atlas.config import Settings
+from atlas.spec.config import Settings
 
 MB = 1_000_000
 JOB = {"model": "toy-a", "relations": ["country_capital_city"], "method": "eap"}

@@ -13,10 +13,10 @@ from db_helpers import PARAMS, RELATIONS, Discovered
 from services import pg_database, require_pg
 from sqlalchemy import Engine
 
-from atlas.core.corpus import Relation, bundled_corpus_path, corpus_hash, load_corpus
 from atlas.core.discover import discover
 from atlas.core.models import LoadedModel, load_model
 from atlas.db.engine import make_engine, upgrade
+from atlas.spec.corpus import Relation, bundled_corpus_path, corpus_hash, load_corpus
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from atlas.core.circuit import Circuit
-from atlas.core.corpus import Relation
 from atlas.core.discover import DiscoveryParams, DiscoveryResult
 from atlas.core.models import LoadedModel
+from atlas.spec.corpus import Relation
 
 PARAMS = DiscoveryParams(ig_steps=1, top_n=30, max_facts=4, known_only=False, curve=True)
 RELATIONS = ("name_gender", "object_superclass", "substance_phase")  # bias, commonsense, commonsense

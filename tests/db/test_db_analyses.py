@@ -14,7 +14,6 @@ from sqlalchemy import Engine, func, select
 
 from atlas.analyses import analyze_and_store
 from atlas.cli import main
-from atlas.core.corpus import Fact, Relation
 from atlas.core.hallucination import HallucinationParams, analyze_hallucinations
 from atlas.core.icl import ICLParams, icl_analysis
 from atlas.core.models import LoadedModel
@@ -24,6 +23,7 @@ from atlas.db.models import Analysis, Model
 from atlas.db.models import Relation as RelationRow
 from atlas.db.store import ModelInfo, default_code_version, transaction
 from atlas.spec.analyses import AnalysisError, make_params
+from atlas.spec.corpus import Fact, Relation
 
 RELATION = "country_capital_city"
 HALLUCINATION = HallucinationParams(top_n=30, max_facts=3, max_checked=8, batch_size=4, top_k=5)

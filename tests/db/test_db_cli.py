@@ -1,4 +1,5 @@
-"""The catalogue's commands, attached to a bare click group as `atlas.cli` will attach them."""
+"""The catalogue's commands (atlas/cli/catalogue.py, circuits.py, query.py, jobs.py) as the `atlas` group runs
+them."""
 
 from __future__ import annotations
 
@@ -13,19 +14,14 @@ from click.testing import CliRunner
 from db_helpers import CODE_VERSION, HAND, Discovered, with_circuit
 from recurrence_check import expected_recurrence, stored_circuits
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
-from atlas.db.cli import register
+from atlas.cli import main
 from atlas.db.engine import make_engine
 from atlas.db.store import store_discovery
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
 
 @pytest.fixture
 def cli() -> click.Group:
-    @click.group()
-    def main() -> None:
-        pass
-
-    register(main)
     return main
 
 
@@ -113,7 +109,7 @@ def test_errors_are_one_line(cli: click.Group, url: str, tmp_path: Path) -> None
 
 def test_commands_do_not_import_torch() -> None:
     code = (
-        "import sys, atlas.db.cli, atlas.db.queries, atlas.db.recurrence, atlas.db.cross_model,"
+        "import sys, atlas.cli, atlas.db.queries, atlas.db.recurrence, atlas.db.cross_model,"
         " atlas.db.engine; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,11 +6,11 @@ import pytest
 from db_helpers import CODE_VERSION, PARAMS, with_circuit
 from sqlalchemy import Engine, select
 
-from atlas.core.corpus import Relation
 from atlas.core.discover import discover
 from atlas.core.models import LoadedModel, load_model
 from atlas.db.cross_model import components_across_models
 from atlas.db.store import store_discovery
+from atlas.spec.corpus import Relation
 
 
 def _store(engine: Engine, model: LoadedModel, relation: Relation, edges: list[str], sha: str) -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 from sqlalchemy import Engine
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.core.editing import EDITORS, EditError, EditParams
 from atlas.db.edits import (
     EDIT_METHODS,
@@ -25,6 +24,7 @@ from atlas.db.jobs import JobError, get_job
 from atlas.db.store import count_rows, import_relations
 from atlas.edit_jobs import run_edit
 from atlas.jobs import cached_model
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.tasks.edit import EditJobRequest
 from atlas.tasks.submit import submit_job
 

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from atlas.config import Settings
 from atlas.db.engine import database_url, downgrade, make_engine, normalize_url, upgrade
 from atlas.db.models import Base
+from atlas.spec.config import Settings
 
 
 def test_upgrade_matches_models_and_downgrades(empty_url: str) -> None:

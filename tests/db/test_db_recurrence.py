@@ -17,12 +17,12 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from atlas.core.circuit import Circuit as CoreCircuit
-from atlas.core.corpus import Relation
 from atlas.core.graph import Graph
 from atlas.db import CatalogueError
 from atlas.db.models import ROLES, Circuit
 from atlas.db.recurrence import recurrence_report, recurring_components
 from atlas.db.store import ModelInfo, store_discovery
+from atlas.spec.corpus import Relation
 from atlas.spec.graph import GraphIndex, kept_components, random_circuit_edges
 from atlas.spec.recurrence import inclusion_probabilities
 from atlas.spec.recurrence_stats import GENERIC_ALPHA, PLUMBING, CircuitComponents, recurrence_table

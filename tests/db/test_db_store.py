@@ -17,7 +17,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from atlas.core.circuit import top_n, top_n_nodes
-from atlas.core.corpus import Fact as CorpusFact
 from atlas.db import CatalogueError, store
 from atlas.db.models import Circuit, CircuitEdge, Run
 from atlas.db.queries import circuit_detail
@@ -31,6 +30,7 @@ from atlas.db.store import (
     record_failure,
     store_discovery,
 )
+from atlas.spec.corpus import Fact as CorpusFact
 
 
 def _store(engine: Engine | Session, d: Discovered, corpus_sha: str) -> int:
@@ -69,7 +69,7 @@ def test_store_and_read_back(engine: Engine, discovered: dict[str, Discovered], 
         ).all()
     assert sum(flags) == result.circuit.n_edges
     assert len(flags) == int(
-        (result.circuit.edges | store.selected_edges(graph, result.scores, result.params)).sum()
+        (result.circuit.edges.numpy() | store.selected_edges(graph, result.scores, result.params)).sum()
     )
 
 
@@ -267,7 +267,7 @@ def test_concurrent_writers_store_one_copy(
     counts = count_rows(engine)
     assert (counts["models"], counts["relations"], counts["runs"], counts["circuits"]) == (1, 1, 1, 1)
     selected = store.selected_edges(d.result.circuit.graph, d.result.scores, d.result.params)
-    assert counts["circuit_edges"] == int((d.result.circuit.edges | selected).sum())
+    assert counts["circuit_edges"] == int((d.result.circuit.edges.numpy() | selected).sum())
 
 
 def test_edges_bulk_loaded(engine: Engine, discovered: dict[str, Discovered], corpus_sha: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests for atlas.core.corpus: the LRE-format reader, the bundled corpus and the corpus hash."""
+"""Tests for atlas.spec.corpus: the LRE-format reader, the bundled corpus and the corpus hash."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from services import LRE, require_lre
 
-from atlas.core.corpus import (
+from atlas.spec.corpus import (
     CATEGORIES,
     CorpusError,
     Fact,

@@ -70,8 +70,8 @@ def test_bad_parameters_are_named(change, message, tiny_llama, relations) -> Non
 def test_fact_circuit_scores_one_fact_even_with_an_object_the_relation_lacks(tiny_llama, relations) -> None:
     from dataclasses import replace
 
-    from atlas.core.corpus import Fact
     from atlas.core.discover import fact_circuit
+    from atlas.spec.corpus import Fact
 
     relation = relations["country_language"]
     fact = Fact(relation.facts[0].subject, "Klingon")  # not any fact's object

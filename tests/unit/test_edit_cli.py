@@ -18,7 +18,7 @@ EDIT = ["edit", "--model", "tiny-llama", "--relation", "country_capital_city", "
 
 @pytest.fixture
 def catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     url = f"sqlite:///{tmp_path / 'atlas.db'}"
     monkeypatch.setenv("ATLAS_DATABASE_URL", url)

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from atlas.core.corpus import Relation
 from atlas.core.editing import (
     EDITORS,
     EditError,
@@ -20,12 +19,14 @@ from atlas.core.editing import (
     apply_edit,
     edit_outcome,
     probes_for,
+    resolved_params,
 )
-from atlas.core.editing import base as editing_base
+from atlas.core.editing import apply as editing_apply
 from atlas.core.editing.base import mlp_out_weight
 from atlas.core.editing.covariance import key_covariance, offline_text
 from atlas.core.editing.rome import compute_update, subject_last_index
 from atlas.core.models import LoadedModel
+from atlas.spec.corpus import Relation
 
 REQUEST = EditRequest("The capital of France is", "France", "Berlin", "Paris")
 # Small and quick: tiny models cannot learn much anyway, these tests check the algebra and the plumbing.
@@ -48,7 +49,7 @@ def _logits(model: LoadedModel) -> torch.Tensor:
 
 
 def test_rome_update_is_rank_one_and_maps_the_key_to_the_value(model: LoadedModel) -> None:
-    params = EditParams(method="rome", layer=1, **QUICK).resolved()
+    params = resolved_params(EditParams(method="rome", layer=1, **QUICK))
     update = compute_update(model, REQUEST, params)
     mlp = mlp_out_weight(model, 1)
     old = mlp.matrix(model.weights).double()
@@ -160,8 +161,8 @@ def test_bad_input_fails_before_any_work(
 
     for name, editor in list(EDITORS.items()):
         monkeypatch.setitem(EDITORS, name, Editor(name, boom, editor.default_steps, editor.default_lr, ""))  # type: ignore[arg-type]
-    monkeypatch.setattr(editing_base, "copy_with", boom)
-    monkeypatch.setattr(editing_base, "plain_copy", boom)
+    monkeypatch.setattr(editing_apply, "copy_with", boom)
+    monkeypatch.setattr(editing_apply, "plain_copy", boom)
     request, params = _bad(**changes)
     with pytest.raises(EditError, match=message):
         apply_edit(tiny_llama, request, params)

@@ -19,11 +19,11 @@ import torch
 from atlas.core import evaluation
 from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import Circuit, random_circuit, random_node_circuit, top_n, top_n_nodes
-from atlas.core.corpus import Fact
 from atlas.core.graph import Graph
 from atlas.core.metrics import get_metric, object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch, Pair, make_batches
+from atlas.spec.corpus import Fact
 from tests.unit import reference_patching as ref
 
 # 0-based rank of each fact's object among the model's predictions: most near the Hit@10 boundary.

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from atlas.core.attribution import edge_scores, graph_of
-from atlas.core.corpus import Fact, Relation
 from atlas.core.hallucination import HallucinationParams, analyze_hallucinations, fact_outcomes
 from atlas.core.metrics import object_logprob
 from atlas.core.pairs import TokenizedFact, make_batches, make_pairs, tokenize_facts
+from atlas.spec.corpus import Fact, Relation
 from tests.unit import reference_lens
 
 

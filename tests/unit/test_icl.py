@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from atlas.core.corpus import Fact
 from atlas.core.hooks import result_hook
 from atlas.core.icl import (
     ICLParams,
@@ -21,6 +20,7 @@ from atlas.core.icl import (
 )
 from atlas.core.metrics import object_logprob
 from atlas.core.pairs import make_batches
+from atlas.spec.corpus import Fact
 from tests.unit import reference_patching as ref
 
 

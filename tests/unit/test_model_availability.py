@@ -1,4 +1,4 @@
-"""Model names told without torch (atlas.core.model_names): the built-in names are exactly the loader's; a
+"""Model names told without torch (atlas.spec.model_names): the built-in names are exactly the loader's; a
 Hugging Face id counts as loadable when its config is in the local cache; with HF_HUB_OFFLINE set, a model
 that is not there is refused at once, and `load_model` fails fast on it with one clear error."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from atlas.core.model_names import BUILT_IN, OFFLINE_MODELS, RANDOM_MODELS, unavailable
 from atlas.core.models import OFFLINE_MODELS as LOADER_OFFLINE
 from atlas.core.models import ModelLoadError, known_model_names, load_model
 from atlas.core.tiny import RANDOM_MODELS as LOADER_RANDOM
+from atlas.spec.model_names import BUILT_IN, OFFLINE_MODELS, RANDOM_MODELS, unavailable
 
 
 def test_the_built_in_names_are_the_loaders() -> None:

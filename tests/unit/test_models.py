@@ -59,7 +59,7 @@ def test_an_unavailable_model_is_named_in_the_error() -> None:
 
 
 def test_atlas_device_selects_the_device(monkeypatch) -> None:
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     monkeypatch.setenv("ATLAS_DEVICE", "cpu")
     get_settings.cache_clear()
@@ -70,7 +70,7 @@ def test_atlas_device_selects_the_device(monkeypatch) -> None:
 
 
 def test_atlas_threads_sets_torchs_threads_when_a_model_loads(monkeypatch) -> None:
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from atlas.core.corpus import Fact, Relation
 from atlas.core.metrics import hits_at_k, logit_difference, object_logprob
 from atlas.core.pairs import PairingError, TokenizedFact, make_batches, make_pairs, tokenize_facts
+from atlas.spec.corpus import Fact, Relation
 
 
 def _fact(subject: str, obj: str, prompt: tuple[int, ...], obj_ids: tuple[int, ...]) -> TokenizedFact:

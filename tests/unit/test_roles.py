@@ -12,7 +12,6 @@ import torch
 from atlas.core.attribution import edge_scores, graph_of
 from atlas.core.circuit import top_n
 from atlas.core.component_lens import ComponentLens, LensSummary, relation_lens
-from atlas.core.corpus import Relation
 from atlas.core.metrics import object_logprob
 from atlas.core.models import LoadedModel, load_model
 from atlas.core.roles import (
@@ -27,6 +26,7 @@ from atlas.core.roles import (
     prompt_spans,
     relation_head_roles,
 )
+from atlas.spec.corpus import Relation
 from tests.conftest import batches_for
 
 
@@ -89,7 +89,7 @@ def test_a_head_with_zeroed_queries_attends_uniformly() -> None:
     """Zero query weights give uniform attention over the causal prefix: the measured mass on a span is then
     exactly its share of the prompt's tokens."""
     model = load_model("tiny-gpt2", device="cpu")  # a fresh copy: its weights are changed below
-    from atlas.core.corpus import bundled_corpus_path, load_corpus
+    from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
     relation = load_corpus(bundled_corpus_path())["country_capital_city"]
     d_head = model.d_model // model.n_heads

@@ -121,8 +121,8 @@ def test_on_a_tiny_model_the_search_agrees_with_a_linear_scan(tiny_llama, relati
 
 
 def test_discovery_sizes_the_circuit_by_faithfulness(tiny_llama, relations) -> None:
-    params = DiscoveryParams(
-        ig_steps=2, max_facts=4, known_only=False, batch_size=4, max_edges=80, bootstrap=0
+    params = DiscoveryParams(  # judged in sample (out of fold: the tests below)
+        ig_steps=2, max_facts=4, known_only=False, batch_size=4, max_edges=80, bootstrap=0, size_folds=0
     )
     result = discover(tiny_llama, relations["country_capital_city"], params)
     assert result.size is not None and result.params.selection == "faithfulness"
@@ -207,11 +207,15 @@ def test_out_of_fold_faithfulness_pools_the_folds_facts(tiny_llama, relations) -
         for o in everyone.outcomes([top_circuit(graph, order, n, "edge") for n in sizes])
     ]
     assert out_of_fold(same, sizes, "edge") == pytest.approx(plain, rel=1e-4, abs=1e-5)
+
     # A fold's order is the other folds' facts' mean: the circuit found without this fold's facts.
-    clean_rows = {tuple(b.clean[i].tolist()): None for b in batches for i in range(b.size)}
-    row_of = {key: i for i, key in enumerate(clean_rows)}
+    def prompts(batch_list):  # type: ignore[no-untyped-def]  # each fact's tokens, padding cut, batch order
+        return [tuple(b.clean[i, : b.lengths[i]].tolist()) for b in batch_list for i in range(b.size)]
+
+    row_of = {key: i for i, key in enumerate(prompts(batches))}
+    assert len(row_of) == 9
     for fold in folds:
-        mine = {row_of[tuple(b.clean[i].tolist())] for b in fold.evaluator.batches for i in range(b.size)}
+        mine = {row_of[key] for key in prompts(fold.evaluator.batches)}
         others = [i for i in range(9) if i not in mine]
         expected = score_order(graph, per_fact[others].mean(0), "signed")
         assert np.array_equal(fold.order, expected)

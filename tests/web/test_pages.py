@@ -19,7 +19,7 @@ import httpx
 import pytest
 from web_helpers import PLANTED_HEAD, PLANTED_MODEL, Console, Site
 
-from atlas.core.corpus import CATEGORIES
+from atlas.spec.corpus import CATEGORIES
 
 STATIC = Path(__file__).resolve().parents[2] / "api" / "static"
 
@@ -322,7 +322,7 @@ NO_TORCH = """
 import json, sys
 from fastapi.testclient import TestClient
 from api.app import create_app
-from atlas.config import Settings
+from atlas.spec.config import Settings
 
 client = TestClient(create_app(Settings(database_url=sys.argv[1])))
 paths = ["/ui", "/ui/circuits/1", "/ui/recurring", "/ui/compare?ids=1&ids=2", "/ui/edits/1", "/ui/jobs",

@@ -151,7 +151,7 @@ PLANTED_HEAD = "a7.h7"
 def add_planted(catalogue: Catalogue) -> None:
     """toy-planted (8 x 8): a circuit per bundled relation (controls included) whose top edges run through
     one planted head, the rest seeded noise: a model with a component that recurs significantly."""
-    from atlas.core.corpus import bundled_corpus_path, load_corpus
+    from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
     for k, name in enumerate(sorted(load_corpus(bundled_corpus_path()))):
         store_synthetic(catalogue.engine, PLANTED_MODEL, name, PARAMS, 500 + k, planted=PLANTED_HEAD)

@@ -18,11 +18,11 @@ import yaml
 from services import ATLAS, WorkerProcess, pg_database, require_pg, require_redis, wait_for
 from sqlalchemy import Engine, inspect
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.core.discover import DiscoveryParams  # re-exported on every layout of the params
 from atlas.db.engine import make_engine
 from atlas.db.jobs import get_job
 from atlas.db.store import import_relations
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.tasks.discover import DiscoveryRequest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def _send(
     """Record a job and send it to `queue` as `atlas discover --enqueue` does, on this test's broker."""
     for key in ("ATLAS_DATABASE_URL", "ATLAS_BROKER_URL"):
         monkeypatch.setenv(key, env[key])
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     get_settings.cache_clear()
     import workers.app

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db import NotCatalogued
 from atlas.db.analyses import store_analysis
 from atlas.db.engine import make_engine, upgrade
@@ -22,6 +21,7 @@ from atlas.db.jobs import InvalidJob, UnknownForJob, get_job, insert_job, list_j
 from atlas.db.models import Job
 from atlas.db.store import ModelInfo, transaction
 from atlas.spec.analyses import AnalysisError, ICLParams
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.params import DiscoveryParams
 from atlas.tasks.analysis import AnalysisRequest
 from atlas.tasks.discover import DiscoveryRequest

@@ -32,11 +32,11 @@ from services import (
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import get_job
 from atlas.db.models import Circuit, Run
 from atlas.db.store import import_relations
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.params import DiscoveryParams
 from atlas.tasks.discover import DiscoveryRequest
 
@@ -90,7 +90,7 @@ def _submit(services: Services, monkeypatch: pytest.MonkeyPatch, request: Discov
     """Submit as `atlas discover --enqueue` does, against this test's database and broker."""
     for key, value in services.env.items():
         monkeypatch.setenv(key, value)
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     get_settings.cache_clear()
     use_broker(services.broker)

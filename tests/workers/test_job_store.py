@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import (
     JobError,
@@ -24,6 +23,7 @@ from atlas.db.jobs import (
     report_progress,
 )
 from atlas.db.store import ModelInfo, import_relations, register_model
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.params import DiscoveryParams
 from atlas.tasks.discover import DiscoveryRequest
 from atlas.tasks.runtime import execute_job
@@ -117,7 +117,7 @@ def test_transient_errors_retry_with_capped_backoff_then_fail_the_job_with_its_e
     the job is failed with the error stored, not left queued with no message. (In-process, eager; the
     worker tests run this path in a real worker against PostgreSQL and Redis.)"""
     import workers.tasks as tasks
-    from atlas.config import Settings, get_settings
+    from atlas.spec.config import Settings, get_settings
 
     monkeypatch.setenv("ATLAS_JOB_RETRIES", "3")
     get_settings.cache_clear()

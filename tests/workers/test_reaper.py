@@ -16,12 +16,12 @@ from processes import use_broker
 from services import pg_database, require_pg, require_redis
 from sqlalchemy import Engine, update
 
-from atlas.config import Settings
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import claim_job, get_job, orphan_candidates, requeue_orphan
 from atlas.db.models import Job
 from atlas.db.store import import_relations, transaction
+from atlas.spec.config import Settings
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.params import DiscoveryParams
 from atlas.tasks.discover import DiscoveryRequest
 from atlas.tasks.submit import submit_job

@@ -15,11 +15,11 @@ from processes import use_broker
 from services import WorkerProcess, pg_database, require_pg, require_redis, wait_for
 from sqlalchemy import Engine, func, select
 
-from atlas.core.corpus import bundled_corpus_path, load_corpus
 from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import JobError, get_job
 from atlas.db.models import Circuit, Job, Run
 from atlas.db.store import import_relations
+from atlas.spec.corpus import bundled_corpus_path, load_corpus
 from atlas.spec.params import DiscoveryParams
 from atlas.tasks.discover import DiscoveryRequest
 
@@ -58,7 +58,7 @@ def _use_services(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Point this process's settings and Celery app at this test's database and broker."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     get_settings.cache_clear()
     use_broker(env["ATLAS_BROKER_URL"])  # not only the URL: Celery caches the previous test's pools

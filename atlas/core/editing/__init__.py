@@ -5,6 +5,7 @@ circuit changes. Pure computation; storage, jobs, CLI and API call these.
     outcome = edit_outcome(model, result.model, result.request, probes_for(relation, result.request, others))
 """
 
+from atlas.core.editing.apply import apply_edit, check_request
 from atlas.core.editing.base import (
     EditError,
     Editor,
@@ -12,8 +13,6 @@ from atlas.core.editing.base import (
     EditRequest,
     EditResult,
     WeightUpdate,
-    apply_edit,
-    check_request,
     copy_with,
 )
 from atlas.core.editing.diff import CircuitDiff, EdgeChange, circuit_diff
@@ -25,7 +24,7 @@ from atlas.core.editing.outcomes import (
     edit_outcome,
     probes_for,
 )
-from atlas.core.editing.registry import EDITORS
+from atlas.core.editing.registry import EDITORS, editor_for, resolved_params
 
 __all__ = [
     "EDITORS",
@@ -46,5 +45,7 @@ __all__ = [
     "circuit_diff",
     "copy_with",
     "edit_outcome",
+    "editor_for",
     "probes_for",
+    "resolved_params",
 ]

@@ -1,5 +1,6 @@
-"""What every edit method shares: the request, the parameters, the result, input checks, where an MLP's
-output weights live, and the copy of a model that carries edited weights.
+"""What every edit method shares: the request, the parameters, the result, where an MLP's output weights
+live, and the copy of a model that carries edited weights (atlas/core/editing/apply.py checks and runs an
+edit).
 
 An edit never touches the model it is given: `plain_copy` makes a fresh HF model holding copies of its
 weights, the method computes new values for a few weight tensors on that copy, and `copy_with` writes
@@ -10,18 +11,17 @@ by jobs, so this matters.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from atlas.core.models import LoadedModel, wrap
-from atlas.json_safe import finite
 from atlas.spec.errors import Invalid
+from atlas.spec.json_safe import finite
 
 
 class EditError(Invalid):
@@ -63,13 +63,9 @@ class EditParams:
     seed: int = 0
 
     def validate(self) -> None:
-        from atlas.core.editing.registry import EDITORS
-
+        """The numbers in range (the method's name is checked against atlas.core.editing.registry by
+        `check_request`)."""
         checks = [
-            (
-                self.method in EDITORS,
-                f"unknown edit method {self.method!r}; choose from {', '.join(EDITORS)}",
-            ),
             (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
             (self.lr is None or self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.stop_loss >= 0, f"stop-loss must be at least 0, got {self.stop_loss}"),
@@ -83,17 +79,6 @@ class EditParams:
         for ok, message in checks:
             if not ok:
                 raise EditError(message)
-
-    def resolved(self) -> EditParams:
-        """These parameters with the method's default steps and lr filled in."""
-        from atlas.core.editing.registry import EDITORS
-
-        editor = EDITORS[self.method]
-        return replace(
-            self,
-            steps=self.steps if self.steps is not None else editor.default_steps,
-            lr=self.lr if self.lr is not None else editor.default_lr,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return dict(finite(asdict(self)))
@@ -158,31 +143,6 @@ class Editor:
     default_steps: int
     default_lr: float
     description: str
-
-
-# Input checks ----------------------------------------------------------------------------------------
-
-
-def check_request(model: LoadedModel, request: EditRequest, params: EditParams) -> None:
-    """Everything that can be wrong with an edit, checked before any copy or forward pass."""
-    params.validate()
-    if not request.subject.strip():
-        raise EditError("the subject is empty")
-    if request.subject not in request.prompt:
-        raise EditError(f"subject {request.subject!r} does not occur in the prompt {request.prompt!r}")
-    if not request.target_new.strip():
-        raise EditError("the new object is empty")
-    if not request.target_old.strip():
-        raise EditError("the old object is empty")
-    if request.target_new.strip() == request.target_old.strip():
-        raise EditError(f"the new object {request.target_new!r} equals the old object")
-    if not 0 <= params.layer < model.n_layers:
-        raise EditError(
-            f"layer {params.layer} is outside model {model.name!r} (layers 0..{model.n_layers - 1})"
-        )
-    if not object_ids(model, request.target_new):
-        raise EditError(f"the new object {request.target_new!r} tokenizes to nothing")
-    mlp_out_weight(model, params.layer)  # an architecture without a known MLP layout fails here
 
 
 def object_ids(model: LoadedModel, text: str) -> list[int]:
@@ -291,36 +251,4 @@ def copy_with(
             plain.get_parameter(name).copy_(tensor)
     return wrap(
         model.name, plain, model.tokenizer, prepend_bos=model.prepend_bos, edge_level=model.edge_level
-    )
-
-
-def apply_edit(model: LoadedModel, request: EditRequest, params: EditParams) -> EditResult:
-    """Check the request, run the method on `model` (left unchanged), and return the edited copy."""
-    from atlas.core.editing.registry import EDITORS
-
-    check_request(model, request, params)
-    resolved = params.resolved()
-    clock = time.perf_counter()
-    plain = plain_copy(model)
-    update = EDITORS[params.method].run(model, plain, request, resolved)
-    edited = copy_with(model, update.new_weights, plain)
-    seconds = time.perf_counter() - clock
-    squared_delta = squared_norm = 0.0
-    for name, tensor in update.new_weights.items():
-        original = model.weights[name].double()
-        squared_delta += float((tensor.double() - original).pow(2).sum())
-        squared_norm += float(original.pow(2).sum())
-    return EditResult(
-        request=request,
-        params=resolved,
-        model=edited,
-        original_sha256=model.weights_sha256,
-        edited_sha256=edited.weights_sha256,
-        weight_names=sorted(update.new_weights),
-        delta_norm=squared_delta**0.5,
-        relative_delta=(squared_delta / squared_norm) ** 0.5 if squared_norm else float("nan"),
-        steps_run=update.steps_run,
-        losses=update.losses,
-        details=update.details,
-        seconds=seconds,
     )

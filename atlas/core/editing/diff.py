@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from atlas.core.circuit import Circuit
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from atlas.core.corpus import Relation
 from atlas.core.editing.base import EditRequest, object_ids
 from atlas.core.editing.scoring import Item, ObjectScore, score_items
 from atlas.core.models import LoadedModel
-from atlas.json_safe import finite
+from atlas.spec.corpus import Relation
+from atlas.spec.json_safe import finite
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from atlas.core.editing import ft, rome
-from atlas.core.editing.base import Editor
+from atlas.core.editing.base import EditError, Editor, EditParams
 
 EDITORS: dict[str, Editor] = {
     "rome": Editor(
@@ -21,3 +23,20 @@ EDITORS: dict[str, Editor] = {
         description="fine-tune one MLP's output projection on the new object's tokens only (EasyEdit FT-M)",
     ),
 }
+
+
+def editor_for(method: str) -> Editor:
+    """The edit method of that name; an unknown name is an EditError listing the known ones."""
+    if method not in EDITORS:
+        raise EditError(f"unknown edit method {method!r}; choose from {', '.join(EDITORS)}")
+    return EDITORS[method]
+
+
+def resolved_params(params: EditParams) -> EditParams:
+    """`params` with the method's default steps and lr filled in."""
+    editor = editor_for(params.method)
+    return replace(
+        params,
+        steps=params.steps if params.steps is not None else editor.default_steps,
+        lr=params.lr if params.lr is not None else editor.default_lr,
+    )

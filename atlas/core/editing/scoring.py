@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
-from atlas.core.corpus import Fact
 from atlas.core.logit_lens import target_rank_prob
 from atlas.core.metrics import hits_at_k, object_logprob
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch, Pair, make_batches
+from atlas.spec.corpus import Fact
 
 Item = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt ids, object ids)
 

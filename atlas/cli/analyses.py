@@ -1,7 +1,6 @@
 """Analysis commands for the `atlas` group: `analyze hallucination|icl|lens` (computed inline, or found in the
 catalogue when the same analysis is stored, or with `--enqueue` queued for the workers) and
-`analyses list|show`. Attach with `register(main)`. torch is
-imported only by the `analyze` commands, when they compute.
+`analyses list|show`. torch is imported only by the `analyze` commands, when they compute.
 
 Bad input (an unknown relation or model, bad parameters) ends with one `error:` line on stderr, exit status 2,
 and stores nothing.
@@ -15,7 +14,15 @@ from typing import Any
 
 import click
 
-from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
+from atlas.cli.common import (
+    catalogue_at,
+    catalogue_errors,
+    echo_json,
+    fixed,
+    quiet_libraries,
+    url_option,
+    user_errors,
+)
 from atlas.db.jobs import QUEUES
 from atlas.spec.analyses import ANALYSIS_KINDS
 from atlas.spec.methods import METHOD_NAMES as METHODS
@@ -24,35 +31,34 @@ from atlas.spec.methods import METHOD_NAMES as METHODS
 def _analyze(kind: str, options: dict[str, Any]) -> None:
     """Pick the relation, check the parameters (before any model loads), then find or compute and store the
     analysis, and show it; or, with --enqueue, queue it for the workers."""
-    from atlas.cli import _quiet_libraries, user_errors
     from atlas.jobs import load_relations, pick_relation
     from atlas.spec.analyses import make_params
 
     model_name, relation, corpus = options.pop("model_name"), options.pop("relation"), options.pop("corpus")
     url, as_json = options.pop("url"), options.pop("as_json")
     enqueue, queue = options.pop("enqueue"), options.pop("queue")
-    with _errors(), user_errors():
+    with catalogue_errors(), user_errors():
         params = make_params(kind, options)
         chosen = pick_relation(load_relations(corpus), relation, corpus)
         if enqueue:
-            from atlas.enqueue_cli import enqueue as enqueue_job
+            from atlas.cli.enqueue import enqueue as enqueue_job
             from atlas.jobs import catalogue_engine
             from atlas.tasks.analysis import AnalysisRequest
 
             request = AnalysisRequest(model_name, chosen.name, kind, asdict(params))
             enqueue_job(request, queue, as_json, [chosen], catalogue_engine(url))
             return
-    _quiet_libraries()
+    quiet_libraries()
     from atlas.analyses import analyze_and_store
     from atlas.db.analyses import get_analysis
     from atlas.jobs import catalogue_engine
 
-    with _errors(), user_errors():
+    with catalogue_errors(), user_errors():
         engine = catalogue_engine(url)
         analysis_id, reused = analyze_and_store(kind, model_name, chosen, params, engine)
         stored = get_analysis(engine, analysis_id)
     if as_json:
-        _echo_json({**stored, "reused": reused})
+        echo_json({**stored, "reused": reused})
         return
     verb = "found in the catalogue" if reused else f"computed in {stored['seconds']:.1f} s and stored"
     click.echo(f"analysis {analysis_id} ({kind}, {stored['model']}, {stored['relation']}): {verb}")
@@ -71,8 +77,8 @@ def _describe(stored: dict[str, Any]) -> None:
         correct_nodes = (result.get("correct_circuit") or {}).get("nodes") or []
         click.echo(
             f"circuit nodes: wrong {len(wrong_nodes)}, correct {len(correct_nodes)}; "
-            f"node Jaccard {_fmt(result.get('node_jaccard'))}, "
-            f"edge Jaccard {_fmt(result.get('edge_jaccard'))}"
+            f"node Jaccard {fixed(result.get('node_jaccard'))}, "
+            f"edge Jaccard {fixed(result.get('edge_jaccard'))}"
         )
         pushers = [f"{p['name']} ({p['push']:+.3f})" for p in (result.get("pushers") or [])[:5]]
         click.echo(f"top pushers of the wrong answer (attribution): {', '.join(pushers) or '-'}")
@@ -90,8 +96,8 @@ def _describe(stored: dict[str, Any]) -> None:
         click.echo("-" * len(header))
         click.echo(
             f"{result.get('n_facts', 0):>5} {len(result.get('icl_only_heads') or []):>9} "
-            f"{_fmt(result.get('prob_zero_shot')):>9} {_fmt(result.get('prob_original')):>14} "
-            f"{_fmt(result.get('prob_icl_ablated')):>17} {_fmt(result.get('prob_random_ablated')):>20}"
+            f"{fixed(result.get('prob_zero_shot')):>9} {fixed(result.get('prob_original')):>14} "
+            f"{fixed(result.get('prob_icl_ablated')):>17} {fixed(result.get('prob_random_ablated')):>20}"
         )
         click.echo(f"ICL heads: {', '.join(result.get('icl_only_heads') or []) or '-'}")
         if not result.get("n_facts"):
@@ -205,10 +211,10 @@ def analyses_list(
     """List stored analyses, `--limit` per page."""
     from atlas.db.analyses import list_analyses
 
-    with _errors():
-        page = list_analyses(_engine(url), model, relation, kind, after, limit)
+    with catalogue_errors():
+        page = list_analyses(catalogue_at(url), model, relation, kind, after, limit)
     if as_json:
-        _echo_json(page)
+        echo_json(page)
         return
     header = f"{'id':>5} {'kind':<13} {'model':<14} {'relation':<26} summary"
     click.echo(header)
@@ -222,7 +228,7 @@ def analyses_list(
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return _fmt(value)
+        return fixed(value)
     if isinstance(value, list):
         return "/".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)
@@ -236,10 +242,10 @@ def analyses_show(analysis_id: int, url: str | None, as_json: bool) -> None:
     """One stored analysis: a summary, or everything with --json."""
     from atlas.db.analyses import get_analysis
 
-    with _errors():
-        stored = get_analysis(_engine(url), analysis_id)
+    with catalogue_errors():
+        stored = get_analysis(catalogue_at(url), analysis_id)
     if as_json:
-        _echo_json(stored)
+        echo_json(stored)
         return
     click.echo(
         f"analysis {stored['id']} ({stored['kind']}, {stored['model']}, {stored['relation']}), "
@@ -247,9 +253,3 @@ def analyses_show(analysis_id: int, url: str | None, as_json: bool) -> None:
     )
     click.echo("params: " + ", ".join(f"{k}={v}" for k, v in stored["params"].items()))
     _describe(stored)
-
-
-def register(main: click.Group) -> None:
-    """Attach `analyze` and `analyses` to the `atlas` group."""
-    main.add_command(analyze_group)
-    main.add_command(analyses_group)

@@ -1,6 +1,5 @@
 """Knowledge-edit commands for the `atlas` group: `edit` (inline, or `--enqueue` for the workers),
-`edits list|show|compare` and `query edit-components`. Attach with `register(main)`; torch loads only when an
-edit is computed inline.
+`edits list|show|compare` and `query edit-components`. torch loads only when an edit is computed inline.
 
 Bad input ends with one `error:` line on stderr and exit status 2, and stores nothing.
 """
@@ -8,25 +7,23 @@ Bad input ends with one `error:` line on stderr and exit status 2, and stores no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import click
 
-from atlas.db.cli import _echo_json, _engine, _errors, _fmt, url_option
+from atlas.cli.common import (
+    catalogue_at,
+    catalogue_errors,
+    echo_json,
+    fact_progress,
+    fixed,
+    quiet_libraries,
+    url_option,
+    user_errors,
+)
 from atlas.db.edits import DEFAULT_NEIGHBOURS, EDIT_DISCOVERY, EDIT_METHODS
-from atlas.json_safe import finite
-
-
-@contextmanager
-def _edit_errors() -> Iterator[None]:
-    """The CLI's user errors (an EditError, checked on the loaded model, is one of them)."""
-    from atlas.cli import user_errors
-
-    with user_errors():
-        yield
+from atlas.spec.json_safe import finite
 
 
 @click.command("edit")
@@ -83,24 +80,23 @@ def edit_command(
     request = EditJobRequest(
         model_name, relation, subject, new_object, edit, replace(EDIT_DISCOVERY, top_n=top_n), neighbours
     ).normalized()
-    with _edit_errors():
+    with user_errors():
         chosen = pick_relation(load_relations(corpus), relation, corpus)
         engine = catalogue_engine()
         import_relations(engine, [chosen])
         with transaction(engine) as session:
             request.validate(session)
         if enqueue:
-            from atlas.enqueue_cli import enqueue as enqueue_job
+            from atlas.cli.enqueue import enqueue as enqueue_job
 
             enqueue_job(request, queue, as_json, engine=engine)
             return
-    from atlas.cli import _quiet_libraries, fact_progress
-
-    _quiet_libraries()
+    quiet_libraries()
     from atlas.db.edits import get_edit
     from atlas.edit_jobs import run_edit
 
-    with _edit_errors(), fact_progress(f"edit {subject}") as progress:
+    # An EditError, checked on the loaded model, is a user error too.
+    with user_errors(), fact_progress(f"edit {subject}") as progress:
         stored = run_edit(engine, request, progress)
     record = get_edit(engine, stored.edit_id)
     if as_json:
@@ -121,7 +117,7 @@ def _describe(edit: dict[str, Any]) -> str:
         f"{edit['model']} {edit['method']} layer {edit['layer']}: {edit['prompt']!r} "
         f"{edit['old_object']!r} -> {edit['new_object']!r}",
         f"efficacy {outcome.get('efficacy')} (P(new)>P(old) {outcome.get('efficacy_prob')}), generalization "
-        f"{_fmt(outcome.get('generalization'))}, locality {_fmt(outcome.get('locality'))}",
+        f"{fixed(outcome.get('generalization'))}, locality {fixed(outcome.get('locality'))}",
         f"new object: rank {new.get('rank_before')} -> {new.get('rank_after')}, "
         f"P {new.get('prob_before', 0):.3g} -> {new.get('prob_after', 0):.3g}; old object: rank "
         f"{old.get('rank_before')} -> {old.get('rank_after')}, "
@@ -132,7 +128,7 @@ def _describe(edit: dict[str, Any]) -> str:
             f"circuit: heads/MLPs {len(diff['nodes_gained'])} gained "
             f"({', '.join(diff['nodes_gained'][:8])}), "
             f"{len(diff['nodes_lost'])} lost ({', '.join(diff['nodes_lost'][:8])}); node Jaccard "
-            f"{_fmt(diff['node_jaccard'])}, edge Jaccard {_fmt(diff['edge_jaccard'])}; "
+            f"{fixed(diff['node_jaccard'])}, edge Jaccard {fixed(diff['edge_jaccard'])}; "
             f"{len(diff.get('neighbours', []))} neighbour circuits compared"
         )
     else:
@@ -180,10 +176,10 @@ def edits_list(
     """List edits, `--limit` per page."""
     from atlas.db.edits import list_edits
 
-    with _errors():
-        page = list_edits(_engine(url), model, relation, method, layer, after, limit)
+    with catalogue_errors():
+        page = list_edits(catalogue_at(url), model, relation, method, layer, after, limit)
     if as_json:
-        _echo_json(page)
+        echo_json(page)
         return
     header = (
         f"{'id':>5} {'model':<14} {'relation':<24} {'method':<6} {'layer':>5} {'edit':<32} "
@@ -195,8 +191,8 @@ def edits_list(
         what = f"{e['subject']}: {e['old_object']} -> {e['new_object']}"[:32]
         click.echo(
             f"{e['id']:>5} {e['model']:<14} {e['relation']:<24} {e['method']:<6} {e['layer']:>5} {what:<32} "
-            f"{e['efficacy']!s:>8} {_fmt(e['generalization']):>7} {_fmt(e['locality']):>6} "
-            f"{_fmt(e['node_jaccard']):>6}"
+            f"{e['efficacy']!s:>8} {fixed(e['generalization']):>7} {fixed(e['locality']):>6} "
+            f"{fixed(e['node_jaccard']):>6}"
         )
     if page["next"] is not None:
         click.echo(f"more: --after {page['next']}")
@@ -210,10 +206,10 @@ def edits_show(edit_id: int, url: str | None, as_json: bool) -> None:
     """One edit: what was edited, the outcome, the circuit change (--json: everything stored)."""
     from atlas.db.edits import get_edit
 
-    with _errors():
-        record = get_edit(_engine(url), edit_id)
+    with catalogue_errors():
+        record = get_edit(catalogue_at(url), edit_id)
     if as_json:
-        _echo_json(record)
+        echo_json(record)
         return
     click.echo(f"edit {edit_id}")
     click.echo(_describe(record))
@@ -221,7 +217,7 @@ def edits_show(edit_id: int, url: str | None, as_json: bool) -> None:
         if c["change"] != "kept":
             click.echo(
                 f"  {c['component']:<8} {c['change']:<7} "
-                f"{_fmt(c['score_before'])} -> {_fmt(c['score_after'])}"
+                f"{fixed(c['score_before'])} -> {fixed(c['score_after'])}"
             )
 
 
@@ -233,18 +229,18 @@ def edits_compare(
     """Before vs after across edits, per model, method and layer."""
     from atlas.db.edits import edit_comparison
 
-    with _errors():
-        groups = edit_comparison(_engine(url), model, method, layer)
+    with catalogue_errors():
+        groups = edit_comparison(catalogue_at(url), model, method, layer)
     if as_json:
-        _echo_json(groups)
+        echo_json(groups)
         return
     for g in groups:
         click.echo(
             f"{g['model']} {g['method']} layer {g['layer']}: {g['n_edits']} edits, efficacy "
-            f"{_fmt(g['efficacy'])}, generalization {_fmt(g['generalization'])}, "
-            f"locality {_fmt(g['locality'])}, "
-            f"node Jaccard {_fmt(g['node_jaccard'])}, heads/MLPs gained {_fmt(g['nodes_gained'])} lost "
-            f"{_fmt(g['nodes_lost'])}"
+            f"{fixed(g['efficacy'])}, generalization {fixed(g['generalization'])}, "
+            f"locality {fixed(g['locality'])}, "
+            f"node Jaccard {fixed(g['node_jaccard'])}, heads/MLPs gained {fixed(g['nodes_gained'])} lost "
+            f"{fixed(g['nodes_lost'])}"
         )
 
 
@@ -256,22 +252,13 @@ def query_edit_components(
     """Heads and MLPs edits change in the edited facts' circuits: how many edits gained, lost, kept each."""
     from atlas.db.edits import edit_component_changes
 
-    with _errors():
-        rows = edit_component_changes(_engine(url), model, method, layer)
+    with catalogue_errors():
+        rows = edit_component_changes(catalogue_at(url), model, method, layer)
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     if not rows:
         click.echo("no edit matches")
     click.echo(f"{'model':<14} {'component':<9} {'gained':>6} {'lost':>5} {'kept':>5}")
     for r in rows:
         click.echo(f"{r['model']:<14} {r['component']:<9} {r['gained']:>6} {r['lost']:>5} {r['kept']:>5}")
-
-
-def register(main: click.Group) -> None:
-    """Attach `edit`, `edits` and `query edit-components` to the `atlas` group (after the catalogue's)."""
-    main.add_command(edit_command)
-    main.add_command(edits_group)
-    query = main.commands.get("query")
-    if isinstance(query, click.Group):
-        query.add_command(query_edit_components)

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import click
 
 from atlas.db import CatalogueError
-from atlas.json_safe import finite
+from atlas.spec.json_safe import finite
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from atlas.core.corpus import Relation
+    from atlas.spec.corpus import Relation
     from atlas.tasks.base import JobRequest
 
 
@@ -30,7 +30,7 @@ def enqueue(
 ) -> None:
     """Queue `request` on `queue` for the workers (needs ATLAS_BROKER_URL), after storing `relations` in the
     catalogue (`engine`; default ATLAS_DATABASE_URL's); print the job, or what the catalogue already has."""
-    from atlas.config import get_settings
+    from atlas.spec.config import get_settings
 
     if not get_settings().broker_url:
         raise CatalogueError("--enqueue needs a broker: set ATLAS_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
