@@ -20,6 +20,7 @@ from atlas.db.jobs import (
     claim_job,
     finish_job,
     get_job,
+    give_up_job,
     list_jobs,
     report_progress,
 )
@@ -79,6 +80,30 @@ def test_identical_active_jobs_are_not_queued_twice(engine: Engine) -> None:
     assert other.created and other.job_id != first.job_id
     items, cursor = list_jobs(engine, limit=1)
     assert [j["id"] for j in items] == [other.job_id] and cursor == other.job_id
+    items, cursor = list_jobs(engine, after=cursor, limit=1)  # the next page: older jobs, and the last
+    assert [j["id"] for j in items] == [first.job_id] and cursor is None
+    assert [j["id"] for j in list_jobs(engine, status="queued")[0]] == [other.job_id, first.job_id]
+    assert list_jobs(engine, status="done") == ([], None)
+
+
+def test_a_job_is_given_up_only_by_its_worker_and_an_ended_one_stays_ended(engine: Engine) -> None:
+    job_id = submit_job(engine, REQUEST).job_id
+    assert job_id is not None
+    assert claim_job(engine, job_id, "w1", stale_after=60) == "claimed"
+    assert not give_up_job(engine, job_id, "w2", "not its job")
+    assert finish_job(engine, job_id, "w1", circuit_ids=[3])
+    assert not give_up_job(engine, job_id, "w1", "too late")
+    time.sleep(0.05)
+    assert claim_job(engine, job_id, "w3", stale_after=0.01) == "finished"  # its old heartbeat is no stall
+    job = get_job(engine, job_id)
+    assert (job["status"], job["worker"], job["error"]) == ("done", "w1", None)
+    other = submit_job(engine, DiscoveryRequest(REQUEST.model, REQUEST.relations, DiscoveryParams(seed=1)))
+    assert other.job_id is not None and claim_job(engine, other.job_id, "w1", stale_after=60) == "claimed"
+    assert give_up_job(engine, other.job_id, "w1", "gave up")
+    assert (get_job(engine, other.job_id)["status"], get_job(engine, other.job_id)["error"]) == (
+        "failed",
+        "gave up",
+    )
 
 
 def test_only_queued_jobs_can_be_cancelled_and_a_cancelled_job_does_not_run(engine: Engine) -> None:
