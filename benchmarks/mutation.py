@@ -77,6 +77,7 @@ MODULES: dict[str, Target] = {
     "evaluation": Target(
         ("atlas/core/evaluation.py",),
         (
+            f"{U}test_evaluation_values.py::test_hit_at_10_is_uninformative_once_a_random_circuit_hits_half_the_facts",
             f"{U}test_bulk_evaluation.py::test_full_and_empty_are_the_clean_and_corrupt_runs",
             f"{U}test_bulk_evaluation.py::test_bulk_evaluation_equals_one_circuit_at_a_time[logit_difference-edge]",
             f"{U}test_evaluation_values.py::test_edge_level_evaluation_equals_patching_the_kept_edges_by_hand"
