@@ -65,6 +65,7 @@ MODULES: dict[str, Target] = {
             "atlas/core/attribution/eap_ig_activations.py",
         ),
         (
+            f"{A}::test_no_facts_score_zero_not_nan",
             f"{A}::test_logits_input_is_the_sum_of_all_writers",
             f"{A}::test_scores_are_zero_where_no_edge_exists",
             f"{IG}::test_one_step_is_eap_and_the_input_row_is_eap_ig_over_inputs",
@@ -320,7 +321,7 @@ def run_module(name: str, target: Target, workdir: Path, sample: int, seed: int)
         (tree / "meta.json").write_text(json.dumps(meta))
 
 
-def recheck(name: str, target: Target, workdir: Path) -> None:
+def recheck(name: str, target: Target, workdir: Path, match: str = "") -> None:
     """Test a run's survivors again, against the tests as they are now (in a fresh copy of the tree): which
     of them the tests added since kill. The table then counts those as killed, and says how many."""
     from cosmic_ray.mutating import mutate_and_test
@@ -329,7 +330,12 @@ def recheck(name: str, target: Target, workdir: Path) -> None:
 
     session = workdir / name / "session.sqlite"
     with use_db(str(session), WorkDB.Mode.open) as db:
-        survivors = [item for item, result in db.completed_work_items if result.test_outcome == "survived"]
+        survivors = [
+            item
+            for item, result in db.completed_work_items
+            if result.test_outcome == "survived"
+            and match in f"{item.mutations[0].module_path}:{item.mutations[0].start_pos[0]}"
+        ]
     tree = workdir / f"{name}-recheck"
     print(f"== {name}: {len(survivors)} survivors, tested again in {tree}", flush=True)
     copy_tree(tree)
@@ -346,7 +352,9 @@ def recheck(name: str, target: Target, workdir: Path) -> None:
         finally:
             os.chdir(here)
     print(f"   {len(killed)} of them killed now", flush=True)
-    (workdir / name / "recheck.json").write_text(json.dumps({"killed": killed, "tested": len(survivors)}))
+    done = workdir / name / "recheck.json"
+    before = json.loads(done.read_text())["killed"] if done.exists() else []  # earlier rechecks' kills
+    done.write_text(json.dumps({"killed": sorted({*before, *killed})}))
 
 
 Span = tuple[tuple[int, int], tuple[int, int]]
@@ -501,11 +509,14 @@ def main() -> int:
         action="store_true",
         help="test the last run's survivors again, with the tests as they are",
     )
+    parser.add_argument(
+        "--match", default="", help="with --recheck: only survivors at FILE:LINE matching this"
+    )
     args = parser.parse_args()
     if args.recheck:
         for name in args.modules:
             if (args.workdir / name / "session.sqlite").exists():
-                recheck(name, MODULES[name], args.workdir)
+                recheck(name, MODULES[name], args.workdir, args.match)
     elif not args.report:
         args.workdir.mkdir(parents=True, exist_ok=True)
         print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)", flush=True)
