@@ -7,14 +7,17 @@ every mutant is tested with that module's own fast test selection (`MODULES`: ti
 
     python benchmarks/mutation.py                       # every module, a seeded sample of 60 mutants each
     python benchmarks/mutation.py --modules circuit jobs --sample 0   # every mutant of two modules
+    python benchmarks/mutation.py --recheck             # the survivors again, with the tests as they are now
     python benchmarks/mutation.py --report              # the table of the last run, without running
 
-Per module: the unmutated tests run once first (they must pass; their time sets the per-mutant timeout, 3x
-plus 30 s), then `cosmic-ray init` lists every mutant (cosmic-ray's default operators), `--sample N` keeps a
-seeded random N of them (the others are marked skipped in the session; the table says how many were
-sampled of how many), and `cosmic-ray exec` runs them one at a time. cosmic-ray counts a mutant that
-runs past the timeout as killed; the table shows those apart. Needs `pip install cosmic-ray` (the `dev`
-extra). Threads: OMP_NUM_THREADS=1 and ATLAS_THREADS=1 for every test run.
+Per module: the tests run in forks of a warm server (imports done once; see `serve`); the unmutated tests
+run once first (they must pass; their time sets the per-mutant timeout, 3x plus 30 s), then `cosmic-ray
+init` lists every mutant (cosmic-ray's default operators), those inside annotations are left out (never
+evaluated: `from __future__ import annotations`), `--sample N` keeps a seeded random N of the rest (the
+others are marked skipped in the session; the table says how many were sampled of how many), and
+`cosmic-ray exec` runs them one at a time, in random order. cosmic-ray counts a mutant that runs past the
+timeout as killed; the table shows those apart. Needs cosmic-ray (the `dev` extra). Threads:
+OMP_NUM_THREADS=1 and ATLAS_THREADS=1, and torch's one thread, for every test run.
 """
 
 from __future__ import annotations
@@ -476,6 +479,10 @@ def report(names: list[str], workdir: Path) -> int:
         f"{'min':>6}  load"
     )
     print("\n".join(rows))
+    run_all = sum(module["run"] for module in summary.values())
+    dead_all = run_all - sum(module["survived"] for module in summary.values())
+    if run_all:  # pooled over the modules' samples (of different fractions): the mutants run, not all
+        print(f"all: {dead_all} of the {run_all} mutants run killed, {dead_all / run_all:.1%}")
     print(
         "mutants: cosmic-ray's (default operators), less those inside annotations (annot: never evaluated); "
         "sampled < mutants: a seeded random sample, run in random order, so the kill rate is an estimate "
