@@ -75,6 +75,29 @@ def test_insert_job_names_the_active_job(engine: Engine) -> None:
     assert raised.value.job_id == first
 
 
+def test_a_submission_that_loses_the_race_names_the_winner(engine: Engine, monkeypatch) -> None:
+    """The check before the insert can miss a concurrent submission that commits in between (simulated: the
+    first check finds nothing): the unique index refuses the insert, and the retry names the job that won."""
+    import atlas.db.jobs
+
+    def insert_one() -> int:
+        with transaction(engine, write=True) as session:
+            return insert_job(session, "discover", REQUEST.model, REQUEST.to_dict(), REQUEST.key(), "cpu", 1)
+
+    first = insert_one()
+    checks: list[str] = []
+    active_job = atlas.db.jobs.active_job
+
+    def misses_once(session, key: str) -> int | None:
+        checks.append(key)
+        return None if len(checks) == 1 else active_job(session, key)
+
+    monkeypatch.setattr(atlas.db.jobs, "active_job", misses_once)
+    with pytest.raises(DuplicateJob) as raised:
+        insert_one()
+    assert raised.value.job_id == first and len(checks) == 2
+
+
 def test_migration_0006_cancels_duplicates_left_before_it(empty_url: str) -> None:
     upgrade(empty_url, "0004")
     engine = make_engine(empty_url)

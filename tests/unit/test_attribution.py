@@ -205,3 +205,11 @@ def test_eap_ig_scores_equal_integrated_gradients_by_hand(
     worst = (ours - reference).abs().max().item()
     print(f"\n{name} {level} {ablation} {metric} steps={steps}: max |difference| {worst:.2e} of {scale:.2e}")
     assert worst <= 1e-4 * scale
+
+
+def test_no_facts_score_zero_not_nan(tiny_gpt2: LoadedModel) -> None:
+    graph = graph_of(tiny_gpt2)
+    edges = edge_scores(tiny_gpt2, [], object_logprob)
+    nodes = edge_scores(tiny_gpt2, [], object_logprob, level="node")
+    assert edges.shape == (graph.n_writers, graph.n_readers) and nodes.shape == (graph.n_writers,)
+    assert not edges.any() and not nodes.any()

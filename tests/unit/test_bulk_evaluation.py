@@ -53,6 +53,16 @@ def test_bulk_evaluation_equals_one_circuit_at_a_time(tiny_llama, relations, lev
     # Each distinct circuit runs once: asking again runs nothing.
     bulk.outcomes(circuits[:3])
     assert bulk.forwards == len(batches)
+    # A budget for three circuits' differences (half of it; the other half holds ablated outputs): three
+    # to a pass, the last pass the rest.
+    largest = max(batch.size * batch.clean.shape[1] for batch in batches)
+    per_circuit = graph.n_writers * largest * tiny_llama.d_model * 4
+    by_three = Evaluator(tiny_llama, graph, batches, metric, "corrupt", level, memory_bytes=6 * per_circuit)
+    assert by_three.chunk == 3
+    assert [o.metric for o in by_three.outcomes(circuits)] == pytest.approx(
+        [o.metric for o in alone], abs=1e-5
+    )
+    assert by_three.forwards == -(-distinct // 3) * len(batches)
 
 
 def test_full_and_empty_are_the_clean_and_corrupt_runs(tiny_gpt2, relations) -> None:

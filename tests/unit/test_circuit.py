@@ -1,7 +1,18 @@
+import dataclasses
+
+import pytest
 import torch
 
 from atlas.core.attribution import edge_scores, graph_of, writer_outputs
-from atlas.core.circuit import node_circuit, prune, random_circuit, random_node_circuit, top_n, top_n_nodes
+from atlas.core.circuit import (
+    Circuit,
+    node_circuit,
+    prune,
+    random_circuit,
+    random_node_circuit,
+    top_n,
+    top_n_nodes,
+)
 from atlas.core.graph import Graph
 from atlas.core.intervention import patched_logits
 from atlas.core.metrics import object_logprob
@@ -19,6 +30,33 @@ def test_pruning_drops_edges_off_every_input_to_logits_path() -> None:
         edges[w, r] = True
     kept = prune(graph, edges)
     assert sorted(map(tuple, kept.nonzero().tolist())) == sorted(path)
+
+
+def test_a_circuit_counts_its_edges_nodes_and_components() -> None:
+    graph = Graph(2, 2)
+    edges = torch.zeros(graph.n_writers, graph.n_readers, dtype=torch.bool)
+    chain = [
+        (0, graph.qkv_reader(0, 0, 1)),
+        (graph.head_writer(0, 1), graph.mlp_reader(0)),
+        (graph.mlp_writer(0), graph.logits_reader),
+    ]
+    for w, r in chain:
+        edges[w, r] = True
+    circuit = Circuit(graph, edges)
+    assert (circuit.n_edges, circuit.n_nodes, circuit.n_components) == (3, 4, 2)
+    assert circuit.nodes == ["input", "a0.h1", "m0", "logits"]
+    assert circuit.kept_writers.tolist() == [True, False, True, True, False, False, False]
+    assert circuit.edge_names() == [graph.edge_name(w, r) for w, r in chain]
+    with pytest.raises(dataclasses.FrozenInstanceError):  # shared between evaluations: never changed
+        circuit.level = "node"  # type: ignore[misc]
+
+
+def test_random_baselines_are_reproducible_without_a_seed() -> None:
+    """The default seed is 0, so an unseeded random circuit is the same on every run."""
+    graph = Graph(4, 3)
+    assert torch.equal(random_circuit(graph, 30).edges, random_circuit(graph, 30, seed=0).edges)
+    assert torch.equal(random_node_circuit(graph, 5).edges, random_node_circuit(graph, 5, seed=0).edges)
+    assert not torch.equal(random_node_circuit(graph, 5).edges, random_node_circuit(graph, 5, seed=1).edges)
 
 
 def test_top_n_keeps_at_most_n_connected_edges(tiny_llama, relations) -> None:

@@ -207,3 +207,13 @@ def test_the_reference_graph_is_the_graphs(setup) -> None:
     assert list(graph.reader_names) == ref.reader_names(model.n_layers, model.n_heads)
     by_hand = {(w, r) for w in graph.writer_names for r in graph.reader_names if ref.is_edge(w, r)}
     assert by_hand == edge_set(graph, Circuit(graph, graph.valid_edges))
+
+
+def test_hit_at_10_is_uninformative_once_a_random_circuit_hits_half_the_facts() -> None:
+    def split(hit_random: float) -> evaluation.SplitEvaluation:
+        return evaluation.SplitEvaluation(4, 1.0, 1.0, hit_random, 0.0, -1.0, -0.5, -1.0)
+
+    assert split(0.25).hit_informative
+    assert not split(0.5).hit_informative  # half the facts: a random circuit is as good a guess
+    assert not split(1.0).hit_informative
+    assert split(0.25).faithfulness == 0.5 and split(0.25).faithfulness_random == 0.0

@@ -15,10 +15,12 @@ from atlas.db.engine import make_engine, upgrade
 from atlas.db.jobs import (
     JobError,
     ModelUnavailable,
+    abandon_job,
     cancel_job,
     claim_job,
     finish_job,
     get_job,
+    give_up_job,
     list_jobs,
     report_progress,
 )
@@ -57,7 +59,7 @@ def test_a_job_is_claimed_by_one_worker_at_a_time(engine: Engine) -> None:
     assert (job["worker"], job["attempts"], job["progress"]["facts_done"]) == ("w1", 1, 3)
     assert finish_job(engine, job_id, "w1", circuit_ids=[7], work_seconds=1.5)
     assert claim_job(engine, job_id, "w2", stale_after=60) == "finished"
-    assert get_job(engine, job_id)["circuit_ids"] == [7]
+    assert (get_job(engine, job_id)["circuit_ids"], get_job(engine, job_id)["work_seconds"]) == ([7], 1.5)
 
 
 def test_a_stalled_job_is_taken_over_and_its_old_worker_stops_writing(engine: Engine) -> None:
@@ -79,6 +81,60 @@ def test_identical_active_jobs_are_not_queued_twice(engine: Engine) -> None:
     assert other.created and other.job_id != first.job_id
     items, cursor = list_jobs(engine, limit=1)
     assert [j["id"] for j in items] == [other.job_id] and cursor == other.job_id
+    items, cursor = list_jobs(engine, after=cursor, limit=1)  # the next page: older jobs, and the last
+    assert [j["id"] for j in items] == [first.job_id] and cursor is None
+    assert [j["id"] for j in list_jobs(engine, status="queued")[0]] == [other.job_id, first.job_id]
+    assert list_jobs(engine, status="done") == ([], None)
+
+
+def test_a_job_is_given_up_only_by_its_worker_and_an_ended_one_stays_ended(engine: Engine) -> None:
+    job_id = submit_job(engine, REQUEST).job_id
+    assert job_id is not None
+    assert claim_job(engine, job_id, "w1", stale_after=60) == "claimed"
+    assert not give_up_job(engine, job_id, "w2", "not its job")
+    assert finish_job(engine, job_id, "w1", circuit_ids=[3])
+    assert not give_up_job(engine, job_id, "w1", "too late")
+    time.sleep(0.05)
+    assert claim_job(engine, job_id, "w3", stale_after=0.01) == "finished"  # its old heartbeat is no stall
+    job = get_job(engine, job_id)
+    assert (job["status"], job["worker"], job["error"]) == ("done", "w1", None)
+    other = submit_job(engine, DiscoveryRequest(REQUEST.model, REQUEST.relations, DiscoveryParams(seed=1)))
+    assert other.job_id is not None and claim_job(engine, other.job_id, "w1", stale_after=60) == "claimed"
+    assert give_up_job(engine, other.job_id, "w1", "gave up")
+    assert (get_job(engine, other.job_id)["status"], get_job(engine, other.job_id)["error"]) == (
+        "failed",
+        "gave up",
+    )
+
+
+def test_a_worker_holding_two_jobs_writes_to_the_one_it_names(engine: Engine) -> None:
+    one = submit_job(engine, REQUEST).job_id
+    two = submit_job(
+        engine, DiscoveryRequest(REQUEST.model, REQUEST.relations, DiscoveryParams(seed=1))
+    ).job_id
+    assert one is not None and two is not None
+    assert claim_job(engine, one, "w1", 60) == claim_job(engine, two, "w1", 60) == "claimed"
+    assert report_progress(engine, one, "w1", relation="country_capital_city", relations_done=1, facts_done=5)
+    assert finish_job(engine, one, "w1", circuit_ids=[4])
+    job = get_job(engine, two)
+    assert (job["status"], job["progress"]["facts_done"], job["circuit_ids"]) == ("running", 0, [])
+
+
+def test_only_the_named_queued_job_is_abandoned(engine: Engine) -> None:
+    one = submit_job(engine, REQUEST).job_id
+    two = submit_job(
+        engine, DiscoveryRequest(REQUEST.model, REQUEST.relations, DiscoveryParams(seed=1))
+    ).job_id
+    assert one is not None and two is not None
+    abandon_job(engine, one, "could not be queued")
+    assert (get_job(engine, one)["status"], get_job(engine, one)["error"]) == (
+        "failed",
+        "could not be queued",
+    )
+    assert get_job(engine, two)["status"] == "queued"
+    assert claim_job(engine, two, "w1", 60) == "claimed"
+    abandon_job(engine, two, "late")  # running: not abandoned
+    assert get_job(engine, two)["status"] == "running"
 
 
 def test_only_queued_jobs_can_be_cancelled_and_a_cancelled_job_does_not_run(engine: Engine) -> None:

@@ -149,6 +149,24 @@ def test_two_reapers_finding_one_orphan_send_it_once(engine: Engine, broker: str
     assert requeue_orphan(engine, second[0], STALE, 2) == "changed"
 
 
+def test_an_outdated_reading_of_an_orphan_changes_nothing_and_a_lowered_limit_fails_it(
+    engine: Engine,
+) -> None:
+    """The re-queue is conditional on the re-queue count read: a reaper holding an older reading of an
+    orphan that another reaper re-queued (and that went stale again since) does not send it twice. An
+    orphan re-queued more often than a (since lowered) limit is failed, and said so."""
+    job_id = _job(engine, 0)  # queued, and no message sent: lost
+    time.sleep(STALE + 0.2)
+    (old,) = orphan_candidates(engine, STALE)
+    assert requeue_orphan(engine, old, STALE, 2) == "requeued"
+    time.sleep(STALE + 0.2)
+    assert requeue_orphan(engine, old, STALE, 2) == "changed"
+    (again,) = orphan_candidates(engine, STALE)
+    assert again.requeues == 1
+    assert requeue_orphan(engine, again, STALE, 0) == "failed"
+    assert get_job(engine, job_id)["status"] == "failed"
+
+
 def test_a_pass_that_cannot_read_the_broker_requeues_nothing(engine: Engine, broker: str) -> None:
     from workers.reaper import reap, revive
 
