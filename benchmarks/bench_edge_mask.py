@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     if args.mask_steps is not None:
         edge_mask.MASK_STEPS = args.mask_steps
+    if args.penalty:
+        edge_mask.MASK_TARGET = None
     model = load_model(args.model, device="cpu")
     relations = load_corpus(bundled_corpus_path())
     rows = []
@@ -109,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-facts", type=int, default=8)
     parser.add_argument("--ig-steps", type=int, default=5)
     parser.add_argument("--mask-steps", type=int, default=None, help="default: edge_mask.MASK_STEPS")
+    parser.add_argument(
+        "--penalty", action="store_true", help="the mask's fixed sparsity penalty, not held to the target"
+    )
     parser.add_argument("--bootstrap", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"start: {uptime()}", flush=True)
     print(
         f"mask: steps {args.mask_steps or edge_mask.MASK_STEPS}, lr {edge_mask.MASK_LR}, "
-        f"lambda {edge_mask.MASK_LAMBDA}, pool {edge_mask.POOL_FACTOR} x cap",
+        f"lambda {edge_mask.MASK_LAMBDA}, "
+        f"target {None if args.penalty else edge_mask.MASK_TARGET}, pool {edge_mask.POOL_FACTOR} x cap",
         flush=True,
     )
     rows = run(args)

@@ -102,12 +102,13 @@ def test_gates_and_their_start_follow_the_attribution_ranking(setup) -> None:
     assert gates.view(200, 3)[:, 0].max() == 0 and gates.view(200, 3)[:, 2].min() == 1
 
 
-def test_the_optimization_lowers_the_faithfulness_loss(tiny_llama, relations) -> None:
+def test_the_optimization_raises_faithfulness(tiny_llama, relations) -> None:
     batch = batches_for(tiny_llama, relations["country_language"], 8)[0]
     graph = graph_of(tiny_llama)
     start = EAPIGInputs().batch_scores(tiny_llama, graph, batch, object_logprob, 2, "corrupt", "edge")
 
     def losses(lr: float) -> tuple[float, float]:
+        # No sparsity: the objective is faithfulness alone (the multiplier only scales it).
         learned = learn_mask(
             tiny_llama,
             graph,
@@ -123,11 +124,10 @@ def test_the_optimization_lowers_the_faithfulness_loss(tiny_llama, relations) ->
         assert len(learned.losses) == 30
         return sum(learned.losses[:5]) / 5, sum(learned.losses[-5:]) / 5
 
-    # Observed: 1.29 -> 0.96 with lr 0.3; 1.29 -> 1.30 without steps (the gates' sampling noise alone).
     first, last = losses(0.3)
-    assert last < 0.85 * first
-    first, last = losses(0.0)
-    assert last > 0.95 * first
+    assert last < first - 0.1
+    first, last = losses(0.0)  # the gates' sampling noise alone
+    assert abs(last - first) < 0.1
 
 
 def test_the_method_runs_through_discovery_and_ranks_by_the_mask(tiny_llama, relations, monkeypatch) -> None:

@@ -12,12 +12,15 @@ Each gate `z` is a hard-concrete variable (Louizos et al.; as Edge Pruning uses)
 best-ranked by EAP-IG; every other edge stays ablated (the size search never reaches it: it keeps at most the
 cap). The pool's `log_alpha` start from the EAP-IG ranking, the best-ranked edge at +`INIT_LOGIT`, falling
 linearly in rank to -`INIT_LOGIT` at the pool's end. At node level every head and MLP has a gate. Adam
-minimizes, for `MASK_STEPS` steps with sampled gates, the loss of faithfulness plus a sparsity penalty:
+minimizes, for `MASK_STEPS` steps with one sampled mask each, the expected open gates against faithfulness:
 
-    mean_f relu(m_full_f - m_masked_f) / mean_f (m_full_f - m_empty_f)   (about 1 - faithfulness)
-    + MASK_LAMBDA * E[gates open] / cap                                  (1 per cap's worth of open gates)
+    MASK_LAMBDA * E[gates open] / cap - mu * faithfulness(masked run)
 
-with the model's weights frozen (the gradient is taken for `log_alpha` alone). Every fact of a batch gets the
+where faithfulness is `mean_f (m_masked - m_empty) / mean_f (m_full - m_empty)` on the batch and the
+multiplier `mu` (from MU_START) rises by MU_LR x (MASK_TARGET - faithfulness) after each step, never below
+0 (dual ascent: the fewest gates that keep the default target, 0.8). With MASK_TARGET = None, a fixed
+penalty instead: `mean_f relu(m_full_f - m_masked_f) / gap + MASK_LAMBDA * E[gates open] / cap`. Either way
+the model's weights stay frozen (the gradient is taken for `log_alpha` alone). Every fact of a batch gets the
 same scores, `-exp(log_alpha)` (minus the gate's odds: negative, so that both rankings order edges by the
 learned mask), and the size search cuts circuits from that order as from any method's. A batch learns its own
 mask; `discover` averages batches' scores as it averages facts'.
@@ -48,11 +51,20 @@ from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
 from atlas.core.readout import readout_batch, readout_logits
 from atlas.spec import graph as index
-from atlas.spec.params import DEFAULT_MAX_EDGE_FRACTION, DEFAULT_MAX_NODE_FRACTION
+from atlas.spec.params import (
+    DEFAULT_MAX_EDGE_FRACTION,
+    DEFAULT_MAX_NODE_FRACTION,
+    DEFAULT_TARGET_FAITHFULNESS,
+)
 
-MASK_STEPS = 60  # Adam steps, each one forward + backward of the masked model
+MASK_STEPS = 30  # Adam steps, each one forward + backward of the masked model
 MASK_LR = 0.1  # Adam's learning rate on log_alpha
-MASK_LAMBDA = 1.0  # sparsity weight: a cap's worth of open gates costs as much as all faithfulness
+MASK_LAMBDA = 1.0  # weight of the open gates, per cap's worth
+# Faithfulness the mask is held to (a Lagrange multiplier on it, raised by MU_LR x the shortfall each step,
+# from MU_START); None: a fixed penalty instead, relu(m_full - m_masked) / gap + MASK_LAMBDA x open / cap.
+MASK_TARGET: float | None = DEFAULT_TARGET_FAITHFULNESS
+MU_START = 1.0
+MU_LR = 1.0
 INIT_LOGIT = 3.0  # log_alpha of the best-ranked edge; minus it at the end of the pool
 POOL_FACTOR = 2  # edges whose gates are learned: the best-ranked POOL_FACTOR x the default cap
 # Hard-concrete constants (Louizos et al. 2018, as Edge Pruning takes them): temperature and stretch.
@@ -89,6 +101,7 @@ class EdgeMaskRefinement:
             steps=MASK_STEPS,
             lr=MASK_LR,
             sparsity=MASK_LAMBDA,
+            target=MASK_TARGET,
         )
         self.losses = learned.losses
         scores = -learned.log_alpha.double().exp().float()
@@ -98,7 +111,7 @@ class EdgeMaskRefinement:
 @dataclass
 class LearnedMask:
     log_alpha: torch.Tensor  # [n_writers, n_readers] (zero where no edge), or [n_writers] at node level
-    losses: list[float] = field(default_factory=list)  # the faithfulness term at each step (sampled gates)
+    losses: list[float] = field(default_factory=list)  # 1 - faithfulness at each step (sampled gates)
 
 
 def learn_mask(
@@ -113,6 +126,7 @@ def learn_mask(
     steps: int = MASK_STEPS,
     lr: float = MASK_LR,
     sparsity: float = MASK_LAMBDA,
+    target: float | None = MASK_TARGET,
     seed: int = 0,
 ) -> LearnedMask:
     """The mask learned on `batch`, started from the ranking of `start` (scores, signed: most negative
@@ -137,6 +151,7 @@ def learn_mask(
     generator = torch.Generator(device=device).manual_seed(seed)
     cap = _default_cap(graph, level)
     shift = BETA * math.log(-LOW / HIGH)
+    weight = MU_START  # of faithfulness, against the open gates (target: the dual variable)
     losses = []
     for _ in range(steps):
         with torch.enable_grad():
@@ -144,14 +159,19 @@ def learn_mask(
             mask = torch.zeros(init.numel(), device=device).index_put((pool,), gates).view(init.shape)
             if level == "node":
                 mask = mask + torch.arange(graph.n_writers, device=device).eq(0).float()  # `input` stays
-            logits = masked_logits(model, graph, batch, ablated, mask, level, support)
-            loss_faith = (full - metric(logits, view)).clamp(min=0).mean() / gap
+            masked = metric(masked_logits(model, graph, batch, ablated, mask, level, support), view)
+            faith = (masked - empty).mean() / gap
             opened = torch.sigmoid(log_alpha - shift).sum() / cap
-            loss = loss_faith + sparsity * opened
+            if target is None:
+                loss = (full - masked).clamp(min=0).mean() / gap + sparsity * opened
+            else:
+                loss = sparsity * opened - weight * faith
             (grad,) = torch.autograd.grad(loss, [log_alpha])
         log_alpha.grad = grad
         optimizer.step()
-        losses.append(loss_faith.item())
+        if target is not None:
+            weight = max(0.0, weight + MU_LR * (target - faith.item()))
+        losses.append(1 - faith.item())
     # Outside the pool, the start's order, below every learned gate.
     learned = log_alpha.detach().cpu()
     result = init.flatten() + float(learned.min()) - float(init.flatten()[pool.cpu()].min()) - 1.0
