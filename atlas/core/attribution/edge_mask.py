@@ -74,7 +74,7 @@ LOW, HIGH = -0.1, 1.1
 
 class EdgeMaskRefinement:
     """The `eap-ig-mask` method: EAP-IG over inputs, then a learned mask started from its ranking.
-    `losses` holds the faithfulness term of each step of the last batch's optimization (for benchmarks)."""
+    `losses`: 1 - faithfulness of the sampled mask at each step of the last batch's optimization."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
