@@ -55,3 +55,13 @@ def reader_slices(graph: Graph) -> list[tuple[str, slice, bool]]:
         out.append((mlp_in_hook(layer), slice(graph.mlp_reader(layer), graph.mlp_reader(layer) + 1), False))
     out.append((LOGITS_IN_HOOK, slice(graph.logits_reader, graph.logits_reader + 1), False))
     return out
+
+
+def batch_major(tensor: torch.Tensor, per_head: bool) -> torch.Tensor:
+    """A hook's `[batch, pos, head, d]` or `[batch, pos, d]` -> `[batch, n, pos, d]`."""
+    return tensor.permute(0, 2, 1, 3) if per_head else tensor.unsqueeze(1)
+
+
+def from_batch_major(tensor: torch.Tensor, per_head: bool) -> torch.Tensor:
+    """Inverse of `batch_major`."""
+    return tensor.permute(0, 2, 1, 3) if per_head else tensor.squeeze(1)

@@ -19,9 +19,8 @@ from collections.abc import Callable
 
 import torch
 
-from atlas.core.attribution.base import batch_major, from_batch_major
 from atlas.core.graph import Graph
-from atlas.core.hooks import Hook, reader_slices, writer_slices
+from atlas.core.hooks import Hook, batch_major, from_batch_major, reader_slices, writer_slices
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
 from atlas.core.readout import readout_logits

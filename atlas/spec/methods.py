@@ -40,6 +40,13 @@ METHODS: tuple[MethodSpec, ...] = (
         summary="EAP with integrated gradients at each writer's output, between its ablated and clean "
         "activations, one layer's heads (or MLP) at a time (MIB's EAP-IG-activations)",
     ),
+    MethodSpec(
+        "eap-ig-mask",
+        takes_steps=True,
+        implementation="atlas.core.attribution.edge_mask:EdgeMaskRefinement",
+        summary="EAP-IG, then a hard-concrete edge mask learned from its ranking for faithfulness with a "
+        "sparsity penalty (Edge Pruning, Bhaskar et al.); costs tens of forward+backward passes more",
+    ),
 )
 METHOD_NAMES: tuple[str, ...] = tuple(m.name for m in METHODS)
 DEFAULT_METHOD = "eap-ig"

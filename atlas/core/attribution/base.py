@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 
 from atlas.core.graph import Graph
-from atlas.core.hooks import INPUT_HOOK, LOGITS_IN_HOOK, Hook, writer_slices
+from atlas.core.hooks import INPUT_HOOK, LOGITS_IN_HOOK, Hook, batch_major, writer_slices
 from atlas.core.metrics import Metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
@@ -38,16 +38,6 @@ class Scorer(Protocol):
         ablation: str,
         level: str,
     ) -> torch.Tensor: ...
-
-
-def batch_major(tensor: torch.Tensor, per_head: bool) -> torch.Tensor:
-    """A hook's `[batch, pos, head, d]` or `[batch, pos, d]` -> `[batch, n, pos, d]`."""
-    return tensor.permute(0, 2, 1, 3) if per_head else tensor.unsqueeze(1)
-
-
-def from_batch_major(tensor: torch.Tensor, per_head: bool) -> torch.Tensor:
-    """Inverse of `batch_major`."""
-    return tensor.permute(0, 2, 1, 3) if per_head else tensor.squeeze(1)
 
 
 def record_writers(graph: Graph, buffer: torch.Tensor) -> list[Hook]:

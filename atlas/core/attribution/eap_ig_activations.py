@@ -23,14 +23,12 @@ from atlas.core.attribution.base import (
     ablated_outputs,
     accumulate_grads,
     backward_metric,
-    batch_major,
     fact_products,
-    from_batch_major,
     masked_delta,
     record_writers,
 )
 from atlas.core.graph import Graph
-from atlas.core.hooks import INPUT_HOOK, Hook, reader_slices, writer_slices
+from atlas.core.hooks import INPUT_HOOK, Hook, batch_major, from_batch_major, reader_slices, writer_slices
 from atlas.core.metrics import Metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
