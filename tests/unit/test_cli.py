@@ -224,7 +224,7 @@ def test_demo_ends_with_the_components_that_recur_against_the_null(tmp_path: Pat
         row = by_name[p[0]]
         assert int(p[1]) == row["n_relations"]
         assert float(p[2]) == pytest.approx(row["expected"], abs=0.006)
-        assert float(p[4]) == pytest.approx(row["q_value"], rel=0.01)
+        assert float(p[4]) == pytest.approx(row["q_value"], rel=0.051)  # q printed to 2 significant digits
     printed_q = [float(p[4]) for p in printed]
     assert printed_q == sorted(printed_q)  # most significant first
 
