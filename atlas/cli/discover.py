@@ -60,7 +60,7 @@ def discovery_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=int,
             default=None,
             help="Judge each size out of fold: the discovery facts in this many folds, each fold's facts "
-            f"scored on the circuit the other folds' facts rank [{DEFAULT_SIZE_FOLDS}: in sample].",
+            f"scored on the circuit the other folds' facts rank [{DEFAULT_SIZE_FOLDS}; 0: in sample].",
         ),
         click.option(
             "--max-edges",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from atlas.core.attribution import fact_scores, graph_of
@@ -25,9 +26,9 @@ from atlas.core.evaluation import (
 from atlas.core.graph import Graph
 from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
-from atlas.core.pairs import Pair, batch_order, make_batches, make_pairs, tokenize_facts
+from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
 from atlas.core.roles import HeadRoles, relation_head_roles
-from atlas.core.sizing import Fold, SizeChoice, search_size
+from atlas.core.sizing import Folds, SizeChoice, search_size
 from atlas.core.stability import Stability, bootstrap_stability, select_from_scores
 from atlas.spec.corpus import Fact, Relation
 from atlas.spec.params import (
@@ -231,7 +232,7 @@ def discover(
             cap,
             curve_sizes(graph, level) if params.curve else (),
             confidence=params.bound_confidence,
-            folds=size_folds(model, graph, discovery_pairs, per_fact, params, level, pad),
+            folds=size_folds(graph, evaluator.n_facts, per_fact, params),
         )
         circuit = Circuit(graph, edges, level=level)
     else:
@@ -288,32 +289,24 @@ def discover(
 
 
 def size_folds(
-    model: LoadedModel,
-    graph: Graph,
-    pairs: list[Pair],
-    per_fact: torch.Tensor,
-    params: DiscoveryParams,
-    level: str,
-    pad: int,
-) -> list[Fold]:
-    """The folds the size search judges sizes over: the discovery facts dealt into `params.folds` seeded
-    folds of at least two facts (fewer folds for few facts; none below two), each with an evaluator over
-    its facts and the order the other folds' per-fact scores give."""
-    k = min(params.folds, len(pairs) // 2)
+    graph: Graph, n_facts: int, per_fact: torch.Tensor, params: DiscoveryParams
+) -> Folds | None:
+    """The folds the size search judges sizes over: the discovery facts (per_fact's rows, which are in the
+    evaluator's fact order) dealt into `params.folds` seeded folds of at least two facts (fewer folds for
+    few facts; none below two), each with the order the other folds' per-fact scores give."""
+    k = min(params.folds, n_facts // 2)
     if k < 2:
-        return []
-    ordered = batch_order(pairs)  # per_fact's rows are in this order
-    shuffled = list(range(len(ordered)))
+        return None
+    shuffled = list(range(n_facts))
     random.Random(params.seed).shuffle(shuffled)
-    folds = []
+    fold_of = np.zeros(n_facts, dtype=np.int64)
+    orders = []
     for j in range(k):
-        mine = sorted(shuffled[j::k])
-        others = torch.ones(len(ordered), dtype=torch.bool)
-        others[mine] = False
-        batches = make_batches([ordered[i] for i in mine], params.batch_size, pad)
-        evaluator = Evaluator(model, graph, batches, get_metric(params.metric), params.ablation, level)
-        folds.append(Fold(evaluator, score_order(graph, per_fact[others].mean(0), params.ranking)))
-    return folds
+        fold_of[shuffled[j::k]] = j
+    for j in range(k):
+        others = torch.from_numpy(fold_of != j)
+        orders.append(score_order(graph, per_fact[others].mean(0), params.ranking))
+    return Folds(fold_of, orders)
 
 
 def pad_id(model: LoadedModel) -> int:

@@ -45,6 +45,23 @@ class Outcome:
     per_fact: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class FoldCircuit:
+    """A circuit that differs from fold to fold of a split's facts: fact i (in the evaluator's fact order)
+    runs on `masks[fold_of[i]]`. Judging each fold on the circuit ranked without its facts (the size
+    search's out-of-fold rule) is then one evaluation over the split, not one per fold."""
+
+    masks: torch.Tensor  # bool [n_folds, n_writers, n_readers]
+    fold_of: np.ndarray  # int [n_facts]
+
+    def for_facts(self, start: int, stop: int) -> torch.Tensor:
+        """The masks of facts start..stop-1: `[stop - start, n_writers, n_readers]`."""
+        return self.masks[torch.from_numpy(self.fold_of[start:stop]).long()]
+
+
+Mask = torch.Tensor | FoldCircuit  # one circuit for every fact, or one per fold
+
+
 def faithfulness(circuit: float, full: float, empty: float) -> float:
     gap = full - empty
     return float("nan") if abs(gap) < 1e-9 else (circuit - empty) / gap
@@ -131,6 +148,7 @@ class Evaluator:
         self.model, self.graph, self.metric, self.ablation, self.level = model, graph, metric, ablation, level
         self.batches = [batch.to(model.device) for batch in batches]
         self.n_facts = sum(batch.size for batch in self.batches)
+        self.starts = np.cumsum([0] + [batch.size for batch in self.batches])  # batch i's first fact
         self.memory_bytes = eval_memory_bytes() if memory_bytes is None else memory_bytes
         self._ablated: dict[int, torch.Tensor] = {}
         self._cache: dict[bytes, Outcome] = {}
@@ -200,21 +218,22 @@ class Evaluator:
         per_circuit = self.graph.n_writers * largest * self.model.d_model * 4
         return max(1, min(16, self.memory_bytes // 2 // max(per_circuit, 1)))
 
-    def outcomes(self, circuits: Sequence[torch.Tensor]) -> list[Outcome]:
+    def outcomes(self, circuits: Sequence[Mask]) -> list[Outcome]:
         """Each circuit's outcome, in order; an edge set evaluated before is not run again."""
         keys = [_mask_key(edges) for edges in circuits]
         pending = dict(zip(keys, circuits, strict=True))
         todo = [key for key in pending if key not in self._cache]
         for start in range(0, len(todo), self.chunk):
-            chosen = todo[start : start + self.chunk]
-            stack = torch.stack([pending[key].cpu() for key in chosen])
+            chosen = [pending[key] for key in todo[start : start + self.chunk]]
+            shared = all(isinstance(c, torch.Tensor) for c in chosen)
             parts = []  # per batch: [circuits, 3, batch size]
             for i, batch in enumerate(self.batches):
+                stack = torch.stack([c.cpu() for c in chosen]) if shared else self._per_fact(chosen, i)
                 logits = patched_logits(self.model, self.graph, batch, self.ablated(i), stack, self.level)
                 self.forwards += 1
                 parts.append(self._values(logits, readout_batch(batch, len(chosen)), len(chosen)))
             values = np.concatenate(parts, axis=2)
-            for c, key in enumerate(chosen):
+            for c, key in enumerate(todo[start : start + self.chunk]):
                 self._cache[key] = self._outcome(values[c])
         return [self._cache[key] for key in keys]
 
@@ -238,6 +257,18 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------- internals
 
+    def _per_fact(self, circuits: Sequence[Mask], i: int) -> torch.Tensor:
+        """Batch i's mask for each fact of each circuit: `[circuits, batch, n_writers, n_readers]`."""
+        start, stop = int(self.starts[i]), int(self.starts[i + 1])
+        return torch.stack(
+            [
+                c.for_facts(start, stop)
+                if isinstance(c, FoldCircuit)
+                else c.cpu().expand(stop - start, *c.shape)
+                for c in circuits
+            ]
+        )
+
     def _values(self, logits: torch.Tensor, batch: Batch, copies: int) -> np.ndarray:
         """Each fact's metric, Hit@10 and top-1 for each of `copies` stacked copies: `[copies, 3, size]`."""
         values = torch.stack(
@@ -255,9 +286,14 @@ class Evaluator:
         return Outcome(metric=float(means[0]), hit=float(means[1]), top1=float(means[2]), per_fact=values[0])
 
 
-def _mask_key(edges: torch.Tensor) -> bytes:
-    packed = np.packbits(edges.detach().cpu().numpy().ravel())
-    return hashlib.blake2b(packed.tobytes(), digest_size=16).digest()
+def _mask_key(edges: Mask) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(edges, FoldCircuit):
+        digest.update(b"folds")
+        digest.update(np.ascontiguousarray(edges.fold_of, dtype=np.int64).tobytes())
+        edges = edges.masks
+    digest.update(np.packbits(edges.detach().cpu().numpy().ravel()).tobytes())
+    return digest.digest()
 
 
 # ---------------------------------------------------------------------------------------------- the curve

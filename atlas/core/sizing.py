@@ -1,5 +1,5 @@
-"""The size of a circuit chosen by faithfulness: the smallest top-|score| circuit (pruned) whose faithfulness
-on the discovery facts reaches the target, up to a cap.
+"""The size of a circuit chosen by faithfulness: the smallest best-ranked circuit (pruned) whose faithfulness
+reaches the target, up to a cap, judged out of fold by default.
 
 The search evaluates a grid of sizes at once (the cap, the cap over powers of 4, and the faithfulness
 curve's sizes below the cap: those evaluations are shared with the curve), takes the smallest grid size that
@@ -9,10 +9,14 @@ size found is a linear scan's smallest (to `tolerance`). Faithfulness need not r
 between grid points can meet the target while the cap does not: then `target_met` is False and the most
 faithful grid size is kept.
 
-Out of fold (`folds`): the facts a circuit was found on flatter it, since the ranking was fit to them; each
-size is then judged on every fold's facts with the circuit of that size ranked by the other folds' facts
-(per-fact scores make those rankings free), pooled over folds: sum over facts of (circuit - empty) over sum
-of (full - empty). The circuit kept is the all-facts ranking's at the size chosen.
+What a size is judged on:
+- out of fold (`folds`, the default): the facts a circuit was ranked on flatter it, so each fold of the
+  discovery facts runs on the circuit of that size ranked by the other folds' per-fact scores (free: no new
+  gradients), all folds in one evaluation (`FoldCircuit`): sum over facts of (circuit - empty) over the sum
+  of (full - empty). The circuit kept is the all-facts ranking's at the size chosen; its in-sample
+  faithfulness is evaluated for the chosen size and the curve's sizes only (the others are NaN in the trace).
+- in sample (no folds): the faithfulness on the discovery facts, or with `confidence` its lower quantile
+  over bootstrap resamples of the facts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from atlas.core.evaluation import Evaluator, circuit_size, top_circuit
+from atlas.core.evaluation import Evaluator, FoldCircuit, circuit_size, top_circuit
 
 # Bisection stops when the bracket is within this fraction of its upper end: a circuit at most 1% larger
 # than the smallest that meets the target, for about half the evaluations of an exact search.
@@ -33,26 +37,26 @@ GRID_LEVELS = 5  # cap, cap/4, cap/16, cap/64, cap/256
 
 
 @dataclass(frozen=True)
-class Fold:
-    """One fold of the discovery facts: an evaluator over its facts, and the order (best-ranked first) that
-    the other folds' facts give."""
+class Folds:
+    """The discovery facts dealt into folds: `fold_of[i]` is fact i's fold (evaluator fact order), and
+    `orders[k]` the order (best-ranked first) that the facts outside fold k give."""
 
-    evaluator: Evaluator
-    order: np.ndarray
+    fold_of: np.ndarray
+    orders: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.orders)
 
 
-def out_of_fold(folds: Sequence[Fold], sizes: Sequence[int], level: str) -> list[float]:
+def out_of_fold(evaluator: Evaluator, folds: Folds, sizes: Sequence[int]) -> list[float]:
     """Each size's faithfulness out of fold: every fold's facts on the circuit its order gives at that
-    size, pooled over folds (NaN where the model's own gap vanishes)."""
-    gained = np.zeros(len(sizes))
-    gap = 0.0
-    for fold in folds:
-        e = fold.evaluator
-        circuits = [top_circuit(e.graph, fold.order, n, level) for n in sizes]
-        empty = e.empty.per_fact
-        gap += float((e.full.per_fact - empty).sum())
-        gained += [float((o.per_fact - empty).sum()) for o in e.outcomes(circuits)]
-    return [float("nan") if abs(gap) < 1e-9 else float(g / gap) for g in gained]
+    size (NaN where the model's own gap vanishes)."""
+    graph, level = evaluator.graph, evaluator.level
+    circuits = [
+        FoldCircuit(torch.stack([top_circuit(graph, order, n, level) for order in folds.orders]), folds.fold_of)
+        for n in sizes
+    ]
+    return [evaluator.faithfulness(outcome) for outcome in evaluator.outcomes(circuits)]
 
 
 @dataclass
@@ -68,7 +72,8 @@ class SizeChoice:
     # What the target was judged on: the faithfulness on that share of resamples, or out of fold
     # (= faithfulness for confidence 0 and no folds)
     bound: float = float("nan")
-    # (n_top, size, faithfulness, bound) of every size evaluated, by n_top
+    # (n_top, size, faithfulness, bound) of every size evaluated, by n_top (out of fold, faithfulness in
+    # sample is NaN except at the chosen size and the curve's sizes)
     trace: list[tuple[int, int, float, float]] = field(default_factory=list)
 
 
@@ -80,7 +85,7 @@ def search_size(
     extra_grid: Sequence[int] = (),
     tolerance: float = SIZE_TOLERANCE,
     confidence: float = 0.0,
-    folds: Sequence[Fold] = (),
+    folds: Folds | None = None,
 ) -> tuple[SizeChoice, torch.Tensor]:
     """The chosen size and its circuit (a bool edge mask). `order`: edges (or heads and MLPs), best-ranked
     first; `extra_grid`: more sizes worth evaluating in the first round (the curve's); `confidence`: the
@@ -89,15 +94,23 @@ def search_size(
     graph, level = evaluator.graph, evaluator.level
     cap = max(1, min(cap, len(order)))
     seen: dict[int, tuple[torch.Tensor, float, float]] = {}  # n -> (edges, faithfulness, bound)
+    free = set(extra_grid)  # sizes the caller evaluates in sample anyway (the curve's)
+
+    def in_sample(sizes: Sequence[int]) -> list[float]:
+        circuits = [top_circuit(graph, order, n, level) for n in sizes]
+        return [evaluator.faithfulness(outcome) for outcome in evaluator.outcomes(circuits)]
 
     def evaluate(sizes: Sequence[int]) -> None:
         new = sorted({n for n in sizes if n not in seen})
+        if folds:
+            # Judged out of fold; in sample only where it costs nothing more.
+            plain = dict(zip([n for n in new if n in free], in_sample([n for n in new if n in free])))
+            for n, judged in zip(new, out_of_fold(evaluator, folds, new), strict=True):
+                seen[n] = (top_circuit(graph, order, n, level), plain.get(n, float("nan")), judged)
+            return
         circuits = [top_circuit(graph, order, n, level) for n in new]
-        judged = out_of_fold(folds, new, level) if folds else None
-        for i, (n, edges, outcome) in enumerate(
-            zip(new, circuits, evaluator.outcomes(circuits), strict=True)
-        ):
-            bound = judged[i] if judged is not None else evaluator.faithfulness_bound(outcome, confidence)
+        for n, edges, outcome in zip(new, circuits, evaluator.outcomes(circuits), strict=True):
+            bound = evaluator.faithfulness_bound(outcome, confidence)
             seen[n] = (edges, evaluator.faithfulness(outcome), bound)
 
     def meets(n: int) -> bool:
@@ -118,6 +131,9 @@ def search_size(
         finite = [n for n in grid if not math.isnan(seen[n][2])]
         chosen = max(finite, key=lambda n: (seen[n][2], -n)) if finite else cap
     edges, value, bound = seen[chosen]
+    if math.isnan(value) and folds:  # the kept circuit's own faithfulness, on the facts it was found on
+        value = in_sample([chosen])[0]
+        seen[chosen] = (edges, value, bound)
     trace = [(n, circuit_size(seen[n][0], graph, level), seen[n][1], seen[n][2]) for n in sorted(seen)]
     choice = SizeChoice(
         target=target,
@@ -127,7 +143,7 @@ def search_size(
         faithfulness=value,
         target_met=bool(met),
         confidence=confidence,
-        folds=len(folds),
+        folds=len(folds) if folds else 0,
         bound=bound,
         trace=trace,
     )

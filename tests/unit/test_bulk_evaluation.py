@@ -73,3 +73,36 @@ def test_full_and_empty_are_the_clean_and_corrupt_runs(tiny_gpt2, relations) -> 
     assert everything.metric == pytest.approx(evaluator.full.metric, abs=1e-4)
     assert evaluator.faithfulness(everything) == pytest.approx(1.0, abs=1e-4)
     assert evaluator.faithfulness(evaluator.empty) == 0.0
+
+
+@pytest.mark.parametrize("level", ["edge", "node"])
+@pytest.mark.parametrize("name", ["tiny_llama", "tiny_gpt2"])
+def test_a_circuit_per_fold_runs_each_fact_on_its_folds_circuit(name, request, relations, level) -> None:
+    """A FoldCircuit (the size search's out-of-fold judgement) evaluated in one pass gives each fact what
+    its own fold's circuit gives it evaluated alone, beside ordinary circuits in the same pass."""
+    import numpy as np
+
+    from atlas.core.evaluation import FoldCircuit
+
+    model = request.getfixturevalue(name)
+    batches = batches_for(model, relations["city_in_country"], 7, batch_size=4)  # batches of 4 and 3
+    graph = graph_of(model)
+    scores = edge_scores(model, batches, object_logprob, method="eap", level=level)
+    order = score_order(graph, scores)
+    masks = [top_circuit(graph, order, n, level) for n in (12, 60, 4)]
+    fold_of = np.array([0, 1, 2, 0, 2, 1, 1])
+    folds = FoldCircuit(torch.stack(masks), fold_of)
+    shared = top_circuit(graph, order, 25, level)
+    evaluator = Evaluator(model, graph, batches, object_logprob, "corrupt", level)
+    mixed, alone_shared = evaluator.outcomes([folds, shared])
+    assert evaluator.forwards == len(batches)  # both in one pass per batch
+    separate = Evaluator(model, graph, batches, object_logprob, "corrupt", level)
+    per_mask = [o.per_fact for o in separate.outcomes(masks)]
+    expected = np.array([per_mask[k][i] for i, k in enumerate(fold_of)])
+    assert len({round(float(p.sum()), 4) for p in per_mask}) == 3  # the folds' circuits differ
+    np.testing.assert_allclose(mixed.per_fact, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(alone_shared.per_fact, separate.outcomes([shared])[0].per_fact, atol=1e-5)
+    # The same masks dealt differently are another circuit, not a cached one.
+    other = evaluator.outcomes([FoldCircuit(torch.stack(masks), fold_of[::-1].copy())])[0]
+    assert evaluator.forwards == 2 * len(batches)
+    assert not np.allclose(other.per_fact, mixed.per_fact)

@@ -184,41 +184,51 @@ def _pairs(model, relation, n: int):  # type: ignore[no-untyped-def]
 
 
 def test_out_of_fold_faithfulness_pools_the_folds_facts(tiny_llama, relations) -> None:
-    """Folds that all rank by the same order give the plain faithfulness over their union; each fold's
-    own order comes from the other folds' facts only."""
+    """Each fold's facts run on the circuit ranked by the other folds' facts, pooled: checked against an
+    evaluator per fold (its facts alone, its own circuit); folds that share one order give the plain
+    faithfulness; each fold's order is the other folds' mean."""
     from atlas.core.attribution import fact_scores
     from atlas.core.discover import size_folds
     from atlas.core.pairs import make_batches
-    from atlas.core.sizing import Fold, out_of_fold
+    from atlas.core.sizing import Folds, out_of_fold
 
     pairs = _pairs(tiny_llama, relations["city_in_country"], 9)
     graph = graph_of(tiny_llama)
     batches = make_batches(pairs, 4, pad_id=0)
     per_fact = fact_scores(tiny_llama, batches, object_logprob, method="eap-ig", steps=2)
     params = DiscoveryParams(size_folds=3, batch_size=4, ranking="signed")
-    folds = size_folds(tiny_llama, graph, list(pairs), per_fact, params, "edge", 0)
-    assert len(folds) == 3 and sum(f.evaluator.n_facts for f in folds) == 9
-    order = score_order(graph, per_fact.mean(0), "signed")
+    folds = size_folds(graph, 9, per_fact, params)
+    assert folds is not None and len(folds) == 3 and sorted(np.bincount(folds.fold_of)) == [3, 3, 3]
     everyone = Evaluator(tiny_llama, graph, batches, object_logprob, "corrupt", "edge")
-    same = [Fold(f.evaluator, order) for f in folds]
     sizes = [5, 30, 120]
+    judged = out_of_fold(everyone, folds, sizes)
+
+    # By hand: an evaluator per fold over its facts alone, pooled sum(circuit - empty) / sum(full - empty).
+    facts = [pair for batch in batches for pair in batch.pairs]  # the evaluator's fact order
+    gained, gap = np.zeros(len(sizes)), 0.0
+    for k, order in enumerate(folds.orders):
+        mine = make_batches([facts[i] for i in np.flatnonzero(folds.fold_of == k)], 4, pad_id=0)
+        alone = Evaluator(tiny_llama, graph, mine, object_logprob, "corrupt", "edge")
+        empty = alone.empty.per_fact
+        gap += float((alone.full.per_fact - empty).sum())
+        circuits = [top_circuit(graph, order, n, "edge") for n in sizes]
+        gained += [float((o.per_fact - empty).sum()) for o in alone.outcomes(circuits)]
+    assert judged == pytest.approx(list(gained / gap), rel=1e-4, abs=1e-5)
+
+    order = score_order(graph, per_fact.mean(0), "signed")
+    same = Folds(folds.fold_of, [order] * 3)
     plain = [
         everyone.faithfulness(o)
         for o in everyone.outcomes([top_circuit(graph, order, n, "edge") for n in sizes])
     ]
-    assert out_of_fold(same, sizes, "edge") == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    assert out_of_fold(everyone, same, sizes) == pytest.approx(plain, rel=1e-4, abs=1e-5)
+    assert judged != pytest.approx(plain, rel=1e-3)  # the folds' own rankings matter
 
     # A fold's order is the other folds' facts' mean: the circuit found without this fold's facts.
-    def prompts(batch_list):  # type: ignore[no-untyped-def]  # each fact's tokens, padding cut, batch order
-        return [tuple(b.clean[i, : b.lengths[i]].tolist()) for b in batch_list for i in range(b.size)]
-
-    row_of = {key: i for i, key in enumerate(prompts(batches))}
-    assert len(row_of) == 9
-    for fold in folds:
-        mine = {row_of[key] for key in prompts(fold.evaluator.batches)}
-        others = [i for i in range(9) if i not in mine]
-        expected = score_order(graph, per_fact[others].mean(0), "signed")
-        assert np.array_equal(fold.order, expected)
+    for k, fold_order in enumerate(folds.orders):
+        expected = score_order(graph, per_fact[folds.fold_of != k].mean(0), "signed")
+        assert np.array_equal(fold_order, expected)
+    assert size_folds(graph, 3, per_fact[:3], params) is None  # fewer than two facts a fold: in sample
 
 
 def test_a_search_judged_out_of_fold_records_what_it_judged(tiny_llama, relations) -> None:
@@ -229,8 +239,13 @@ def test_a_search_judged_out_of_fold_records_what_it_judged(tiny_llama, relation
     result = discover(tiny_llama, relations["city_in_country"], params)
     size = result.size
     assert size is not None and size.folds == 2
-    # out of fold is not in sample: the facts a circuit was ranked on are not the ones it is judged on
-    assert any(judged != in_sample for _, _, in_sample, judged in size.trace)
+    # out of fold is not in sample: the facts a circuit was ranked on are not the ones it is judged on;
+    # in sample is evaluated only for the size kept (no curve here), not for every size tried
+    assert len(size.trace) > 2
+    in_sample = {n: f for n, _, f, _ in size.trace if not math.isnan(f)}
+    assert list(in_sample) == [size.n_top] and in_sample[size.n_top] == size.faithfulness
+    assert size.faithfulness == pytest.approx(result.discovery.faithfulness, abs=1e-9)
+    assert size.bound != pytest.approx(size.faithfulness, abs=1e-6)
     if size.target_met:
         assert size.bound >= 0.3 and all(j < 0.3 for n, _, _, j in size.trace if n < size.n_top)
     with pytest.raises(Exception, match="size folds must be an integer from 0 to 10"):
