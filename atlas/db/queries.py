@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
@@ -103,6 +104,7 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(union) if union else 1.0
 
 
+@lru_cache(maxsize=1)  # built once: a select is immutable, and building it costs more than running it
 def _summary_select() -> Any:
     """The columns of a CircuitSummary, in its fields' order, with the joins they need: a Core select (rows of
     plain values, no ORM entities; not the score matrix, member sets or null, which a summary does not show).
@@ -188,16 +190,16 @@ def list_circuits(
 def _circuit_sets(
     session: Session, ids: Sequence[int]
 ) -> tuple[list[CircuitSummary], dict[int, set[str]], dict[int, set[str]], list[str]]:
+    connection = session.connection()  # Core rows
     summaries = {
-        row[0]: _summary_of(row)
-        for row in session.connection().execute(_summary_select().where(Circuit.id.in_(ids)))
+        row[0]: _summary_of(row) for row in connection.execute(_summary_select().where(Circuit.id.in_(ids)))
     }
     missing = [i for i in ids if i not in summaries]
     if missing:
         raise NotCatalogued(f"no circuit with id {', '.join(map(str, missing))}")
     nodes: dict[int, set[str]] = {i: set() for i in ids}
     order: dict[str, tuple[int, int]] = {}  # input/logits excluded: every head and MLP has a layer
-    for circuit_id, name, layer, head in session.execute(
+    for circuit_id, name, layer, head in connection.execute(
         select(CircuitNode.circuit_id, Component.name, Component.layer, Component.head)
         .join(Component, CircuitNode.component_id == Component.id)
         .where(CircuitNode.circuit_id.in_(ids), CircuitNode.in_circuit, Component.kind.in_(("head", "mlp")))
@@ -206,7 +208,7 @@ def _circuit_sets(
         order[name] = (layer or 0, head if head is not None else 1 << 30)
     writer, reader = aliased(Component), aliased(Component)
     edges: dict[int, set[str]] = {i: set() for i in ids}
-    for circuit_id, w, r, port in session.execute(
+    for circuit_id, w, r, port in connection.execute(
         select(CircuitEdge.circuit_id, writer.name, reader.name, CircuitEdge.port)
         .join(writer, CircuitEdge.writer_id == writer.id)
         .join(reader, CircuitEdge.reader_id == reader.id)
