@@ -33,7 +33,7 @@ def db_fill_records(url: str | None) -> None:
 
     with catalogue_errors():
         filled = fill_missing(catalogue_at(url))
-    click.echo(f"stored the records of {filled} circuits")
+    click.echo(f"circuit records stored: {filled}")
 
 
 @db_group.command("url")
