@@ -7,7 +7,8 @@ A record is built from what the database gives back (timestamps as the backend r
 stored), so it equals what `circuit_full` answers later. What a record shows that can change after the
 circuit is stored (its relation's content hash, when facts are added) is rewritten with that change. Circuits
 stored before migration 0009 (or rows written by hand) have no record: `read` builds it, `fill_missing`
-stores it. No torch.
+stores it. A change to what `circuit_full` answers needs a migration that sets `record_json` to NULL (then
+`atlas db fill-records`), or stored records keep the old shape. No torch.
 """
 
 from __future__ import annotations
