@@ -11,7 +11,6 @@ Bounded by total bytes, least recently used out first; ATLAS_API_CACHE_MB sets t
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -23,12 +22,12 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from atlas.db.browse import CATALOGUE_VERSION
-from atlas.spec.json_safe import finite
+from atlas.spec.json_safe import dumps
 
 
 def encode(value: Any) -> bytes:
-    """JSON bytes (NaN and infinities as null), compact."""
-    return json.dumps(finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """JSON bytes (NaN and infinities as null), compact (orjson: atlas.spec.json_safe.dumps)."""
+    return dumps(value)
 
 
 def cache_from_environment() -> ResponseCache:

@@ -1,5 +1,6 @@
 """The query API under load: a 2,000-circuit synthetic catalogue in a throw-away PostgreSQL database
-(built by benchmarks/bench_catalogue_scale.py's loader), the API served by uvicorn (`api.server.serve`,
+(built by benchmarks/bench_catalogue_scale.py's loader, with each circuit's record stored as the store
+writes it: atlas.db.records), the API served by uvicorn (`api.server.serve`,
 --processes worker processes, access log off), and 32 concurrent keep-alive clients on loopback per endpoint.
 
     .venv/bin/python benchmarks/bench_api.py [--circuits 2000] [--clients 32] [--requests 60] [--processes 2]
@@ -37,7 +38,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_catalogue_scale import MODELS, build, connect, log, scratch_database
 
-from atlas.db.engine import upgrade
+from atlas.db.engine import make_engine, upgrade
+from atlas.db.records import fill_missing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,6 +218,12 @@ def main() -> None:
         upgrade(url)
         start = time.perf_counter()
         build(url, args.circuits)
+        # The loader writes rows, not records: store them as store_discovery does with each circuit.
+        engine = make_engine(url)
+        start_records = time.perf_counter()
+        filled = fill_missing(engine)
+        engine.dispose()
+        log(f"records of {filled} circuits stored in {time.perf_counter() - start_records:.0f} s")
         with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         log(f"catalogue of {args.circuits} circuits built in {time.perf_counter() - start:.0f} s")

@@ -13,7 +13,7 @@ from api.deps import CacheDep, EngineDep
 from api.errors import ERROR_RESPONSES
 from api.routes.common import check_model, check_relation
 from api.schemas import MAX_PAGE, Category, CircuitDetail, CircuitPage, EapGraph, Id, Method, Name, RecutView
-from atlas.db import browse, queries, recut
+from atlas.db import browse, queries, records, recut
 
 router = APIRouter(prefix="/circuits", tags=["circuits"], responses=ERROR_RESPONSES)
 
@@ -36,10 +36,12 @@ async def list_circuits(
     filtered; keyset pages (`after` the previous page's `next`)."""
 
     def compute() -> dict[str, object]:
-        check_model(engine, model)
-        check_relation(engine, relation)
         page = queries.list_circuits(engine, model, relation, category, method, limit, after)
-        return {"items": [asdict(c) for c in page.items], "next": page.next_after}
+        if not page.items:  # a name in a page's rows is catalogued: look names up only for an empty page
+            check_model(engine, model)
+            check_relation(engine, relation)
+        # The summaries as they are: the encoder writes a dataclass's fields (asdict would copy each deeply).
+        return {"items": page.items, "next": page.next_after}
 
     key = ("circuits", model, relation, category, method, after, limit)
     return Response(await cache.aget(engine, key, compute), media_type=JSON)
@@ -49,7 +51,8 @@ async def list_circuits(
 async def get_circuit(engine: EngineDep, cache: CacheDep, circuit_id: CircuitId) -> Response:
     """Its nodes and edges with scores, evaluations (Hit@10, faithfulness, curve), run parameters and what
     it takes to reproduce it (model weights hash, corpus hash, code version, seed)."""
-    body = await cache.aget(engine, ("circuit", circuit_id), lambda: browse.circuit_full(engine, circuit_id))
+    # The record stored with the circuit (atlas.db.records), served as it is.
+    body = await cache.aget(engine, ("circuit", circuit_id), lambda: records.read(engine, circuit_id))
     return Response(body, media_type=JSON)
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from api.deps import CacheDep, EngineDep
 from api.errors import ERROR_RESPONSES
-from api.routes.common import check_model
+from api.routes.common import check_model, shallow
 from api.schemas import (
     Category,
     ComparisonView,
@@ -66,7 +66,6 @@ async def recurring(
     target or were cut at a fixed size (`include_unmet` for all); control relations set the generic flag."""
 
     def compute() -> dict[str, object]:
-        check_model(engine, model)
         report = recurrence.recurrence_report(
             engine,
             model,
@@ -79,6 +78,8 @@ async def recurring(
             exclude_generic=exclude_generic,
             include_unmet=include_unmet,
         )
+        if not report.n_circuits and not report.controls:  # no circuit read: is the model catalogued?
+            check_model(engine, model)
         return {
             "category": category,
             "method": method,
@@ -88,7 +89,7 @@ async def recurring(
             "min_stability": min_stability,
             "exclude_generic": exclude_generic,
             "include_unmet": include_unmet,
-            **report.to_dict(),
+            **shallow(report),
         }
 
     key = (
@@ -132,7 +133,7 @@ async def compare(
     sets, over all of them and per pair."""
     unique = tuple(dict.fromkeys(ids))
     body = await cache.aget(
-        engine, ("compare", unique), lambda: queries.compare_circuits(engine, unique).to_dict()
+        engine, ("compare", unique), lambda: shallow(queries.compare_circuits(engine, unique))
     )
     return Response(body, media_type=JSON)
 

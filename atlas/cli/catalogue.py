@@ -1,4 +1,5 @@
-"""`atlas db upgrade|url` and `atlas corpus import`: the catalogue's schema and the relations stored in it."""
+"""`atlas db upgrade|fill-records|url` and `atlas corpus import`: the catalogue's schema, its circuits' API
+records and the relations stored in it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ def db_upgrade(url: str | None, revision: str) -> None:
     with catalogue_errors():
         upgrade(url or database_url(), revision)
     click.echo(f"catalogue at {_redact(url or database_url())} is at revision {revision}")
+
+
+@db_group.command("fill-records")
+@url_option
+def db_fill_records(url: str | None) -> None:
+    """Store the API records of circuits stored before migration 0009 (served built on read until then)."""
+    from atlas.db.records import fill_missing
+
+    with catalogue_errors():
+        filled = fill_missing(catalogue_at(url))
+    click.echo(f"circuit records stored: {filled}")
 
 
 @db_group.command("url")

@@ -30,7 +30,7 @@ from atlas.db.models import (
 )
 from atlas.db.queries import circuit_detail
 from atlas.db.recut import GraphIndex, load_scores
-from atlas.db.store import transaction
+from atlas.db.session import transaction
 
 COMPONENT_NAME = re.compile(r"^(a(\d+)\.h(\d+)|m(\d+))$")
 

@@ -1,5 +1,5 @@
 """Where the catalogue lives and how to reach it: URL, engine, migrating to the newest schema (sessions:
-atlas.db.store.transaction)."""
+atlas.db.session.transaction)."""
 
 from __future__ import annotations
 

@@ -45,6 +45,11 @@ ACTIVE_JOB = "status IN ('queued', 'running')"  # at most one such job per reque
 JOB_KINDS = ("discover", "edit")
 # Head roles (atlas.core.roles.ROLES; restated so the catalogue does not import torch).
 ROLES = ("mover", "relation", "mix", "other")
+# Byte layouts of the binary columns of `circuits` (atlas.db.store writes them, the read side decodes them).
+SCORE_DTYPE = "<f4"  # little-endian float32: exact for the float32 scores discovery produces
+MEMBER_DTYPE = "<i4"  # Circuit.node_set / edge_set: little-endian int32 graph indices
+MEMBER_STABILITY_DTYPE = "<f4"  # Circuit.member_stability: float32 per node_set entry
+MEMBER_ROLE_DTYPE = "i1"  # Circuit.member_roles: int8 index into ROLES per node_set entry, -1 none
 
 
 def utcnow() -> datetime:
@@ -214,6 +219,10 @@ class Circuit(Base):
     member_stability: Mapped[bytes | None] = mapped_column(LargeBinary)
     member_roles: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The circuit's record: the UTF-8 JSON body of GET /circuits/{id} (atlas.db.records), written in the
+    # circuit's transaction so the API serves it without building it. NULL in circuits stored before
+    # migration 0009 or written by hand (built on read then). Deferred: only the API's record read wants it.
+    record_json: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
     run: Mapped[Run] = relationship(back_populates="circuit")
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from itertools import combinations
 from typing import Any
 
 from sqlalchemy import Engine, and_, select
-from sqlalchemy.orm import Session, aliased, defer
+from sqlalchemy.orm import Session, aliased
 
 from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import (
+    MEMBER_DTYPE,
     Circuit,
     CircuitEdge,
     CircuitNode,
@@ -26,7 +28,7 @@ from atlas.db.models import (
     Relation,
     Run,
 )
-from atlas.db.store import MEMBER_DTYPE, transaction
+from atlas.db.session import transaction
 from atlas.spec.params import UNINFORMATIVE_HIT_RANDOM
 
 
@@ -102,55 +104,56 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(union) if union else 1.0
 
 
-def _summary_query() -> Any:
+@lru_cache(maxsize=1)  # built once: a select is immutable, and building it costs more than running it
+def _summary_select() -> Any:
+    """The columns of a CircuitSummary, in its fields' order, with the joins they need: a Core select (rows of
+    plain values, no ORM entities; not the score matrix, member sets or null, which a summary does not show).
+    `_summary_of` makes a row's first SUMMARY_WIDTH values a CircuitSummary; add columns after them."""
     discovery, heldout = aliased(Evaluation), aliased(Evaluation)
     return (
-        select(Circuit, Run, Model.name, Relation.name, Relation.category, discovery, heldout)
+        select(
+            Circuit.id,
+            Model.name,
+            Relation.name,
+            Relation.category,
+            Run.method,
+            Circuit.level,
+            Run.ig_steps,
+            Run.metric,
+            Run.selection,
+            Run.top_n,
+            Run.threshold,
+            Circuit.n_nodes,
+            Circuit.n_edges,
+            discovery.hit_original,
+            discovery.hit_circuit,
+            discovery.hit_random,
+            discovery.faithfulness,
+            Circuit.created_at,
+            Run.params["target_faithfulness"].as_float(),
+            Circuit.target_met,
+            heldout.faithfulness,
+            heldout.faithfulness_random,
+            heldout.top1_circuit,
+        )
+        .select_from(Circuit)
         .join(Run, Circuit.run_id == Run.id)
         .join(Model, Run.model_id == Model.id)
         .join(Relation, Run.relation_id == Relation.id)
         .outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
         .outerjoin(heldout, and_(heldout.circuit_id == Circuit.id, heldout.split == "heldout"))
-        # Not the score matrix (0.5 MB a circuit on SmolLM2), the member sets nor the null: not needed here.
-        .options(
-            defer(Circuit.scores),
-            defer(Circuit.node_set),
-            defer(Circuit.edge_set),
-            defer(Circuit.null_inclusion),
-            defer(Circuit.member_stability),
-            defer(Circuit.member_roles),
-            defer(Circuit.search),
-        )
     )
 
 
-def _summary(row: Any) -> CircuitSummary:
-    circuit, run, model, relation, category, evaluation, heldout = row
-    return CircuitSummary(
-        id=circuit.id,
-        model=model,
-        relation=relation,
-        category=category,
-        method=run.method,
-        level=circuit.level,
-        ig_steps=run.ig_steps,
-        metric=run.metric,
-        selection=run.selection,
-        top_n=run.top_n,
-        threshold=run.threshold,
-        n_nodes=circuit.n_nodes,
-        n_edges=circuit.n_edges,
-        hit_original=evaluation.hit_original if evaluation else None,
-        hit_circuit=evaluation.hit_circuit if evaluation else None,
-        hit_random=evaluation.hit_random if evaluation else None,
-        faithfulness=evaluation.faithfulness if evaluation else None,
-        created_at=circuit.created_at.isoformat(),
-        target_faithfulness=(run.params or {}).get("target_faithfulness"),
-        target_met=circuit.target_met,
-        faithfulness_heldout=heldout.faithfulness if heldout else None,
-        faithfulness_random_heldout=heldout.faithfulness_random if heldout else None,
-        top1_circuit_heldout=heldout.top1_circuit if heldout else None,
-    )
+SUMMARY_FIELDS = tuple(f.name for f in fields(CircuitSummary))  # _summary_select's columns, in this order
+SUMMARY_WIDTH = len(SUMMARY_FIELDS)
+_CREATED = SUMMARY_FIELDS.index("created_at")
+
+
+def _summary_of(row: Sequence[Any]) -> CircuitSummary:
+    values = list(row[:SUMMARY_WIDTH])
+    values[_CREATED] = values[_CREATED].isoformat()
+    return CircuitSummary(*values)
 
 
 def list_circuits(
@@ -166,7 +169,7 @@ def list_circuits(
     `next_after` as `after` for the next one."""
     if limit < 1:
         raise CatalogueError(f"limit must be at least 1, got {limit}")
-    query = _summary_query()
+    query = _summary_select()
     for column, value in (
         (Model.name, model),
         (Relation.name, relation),
@@ -179,23 +182,24 @@ def list_circuits(
         query = query.where(Circuit.id > after)
     query = query.order_by(Circuit.id).limit(limit + 1)
     with transaction(target) as session:
-        rows = session.execute(query).all()
-        items = [_summary(row) for row in rows[:limit]]
+        rows = session.connection().execute(query).all()
+    items = [_summary_of(row) for row in rows[:limit]]
     return Page(items, items[-1].id if len(rows) > limit else None)
 
 
 def _circuit_sets(
     session: Session, ids: Sequence[int]
 ) -> tuple[list[CircuitSummary], dict[int, set[str]], dict[int, set[str]], list[str]]:
+    connection = session.connection()  # Core rows
     summaries = {
-        row[0].id: _summary(row) for row in session.execute(_summary_query().where(Circuit.id.in_(ids)))
+        row[0]: _summary_of(row) for row in connection.execute(_summary_select().where(Circuit.id.in_(ids)))
     }
     missing = [i for i in ids if i not in summaries]
     if missing:
         raise NotCatalogued(f"no circuit with id {', '.join(map(str, missing))}")
     nodes: dict[int, set[str]] = {i: set() for i in ids}
     order: dict[str, tuple[int, int]] = {}  # input/logits excluded: every head and MLP has a layer
-    for circuit_id, name, layer, head in session.execute(
+    for circuit_id, name, layer, head in connection.execute(
         select(CircuitNode.circuit_id, Component.name, Component.layer, Component.head)
         .join(Component, CircuitNode.component_id == Component.id)
         .where(CircuitNode.circuit_id.in_(ids), CircuitNode.in_circuit, Component.kind.in_(("head", "mlp")))
@@ -204,7 +208,7 @@ def _circuit_sets(
         order[name] = (layer or 0, head if head is not None else 1 << 30)
     writer, reader = aliased(Component), aliased(Component)
     edges: dict[int, set[str]] = {i: set() for i in ids}
-    for circuit_id, w, r, port in session.execute(
+    for circuit_id, w, r, port in connection.execute(
         select(CircuitEdge.circuit_id, writer.name, reader.name, CircuitEdge.port)
         .join(writer, CircuitEdge.writer_id == writer.id)
         .join(reader, CircuitEdge.reader_id == reader.id)
@@ -391,48 +395,15 @@ def overlap_matrix(
     indices first."""
     import numpy as np
 
-    query = select(Circuit.id).join(Run).join(Model).join(Relation).where(Model.name == model)
+    summary_query = _summary_select().add_columns(
+        Model.n_layers, Model.n_heads, Circuit.node_set, Circuit.edge_set
+    )
+    summary_query = summary_query.where(Model.name == model)
     if category is not None:
-        query = query.where(Relation.category == category)
+        summary_query = summary_query.where(Relation.category == category)
     if method is not None:
-        query = query.where(Run.method == method)
-    discovery, heldout = aliased(Evaluation), aliased(Evaluation)
-    summary_columns = (
-        Circuit.id,
-        Model.name,
-        Relation.name,
-        Relation.category,
-        Run.method,
-        Circuit.level,
-        Run.ig_steps,
-        Run.metric,
-        Run.selection,
-        Run.top_n,
-        Run.threshold,
-        Circuit.n_nodes,
-        Circuit.n_edges,
-        discovery.hit_original,
-        discovery.hit_circuit,
-        discovery.hit_random,
-        discovery.faithfulness,
-        Circuit.created_at,
-        Run.params["target_faithfulness"].as_float(),
-        Circuit.target_met,
-        heldout.faithfulness,
-        heldout.faithfulness_random,
-        heldout.top1_circuit,
-    )
-    summary_fields = [f.name for f in fields(CircuitSummary)]  # the columns above, in this order
-    assert len(summary_fields) == len(summary_columns)
-    n_fields = len(summary_fields)
-    created = summary_fields.index("created_at")
-    summary_query = (
-        query.with_only_columns(
-            *summary_columns, Model.n_layers, Model.n_heads, Circuit.node_set, Circuit.edge_set
-        )
-        .outerjoin(discovery, and_(discovery.circuit_id == Circuit.id, discovery.split == "discovery"))
-        .outerjoin(heldout, and_(heldout.circuit_id == Circuit.id, heldout.split == "heldout"))
-    )
+        summary_query = summary_query.where(Run.method == method)
+    n_fields = SUMMARY_WIDTH
     with transaction(target) as session:
         connection = session.connection()  # Core rows: no ORM entities to build
         rows: list[Any] = list(connection.execute(summary_query.order_by(Circuit.id)))
@@ -442,15 +413,7 @@ def overlap_matrix(
             row[0]: (row[n_fields], row[n_fields + 1]) for row in rows if row[-1] is None or row[-2] is None
         }
         from_rows = _member_sets_from_rows(connection, unfilled) if unfilled else {}
-    summaries = [
-        CircuitSummary(
-            **{
-                name: value.isoformat() if i == created else value
-                for i, (name, value) in enumerate(zip(summary_fields, row[:n_fields], strict=True))
-            }
-        )
-        for row in rows
-    ]
+    summaries = [_summary_of(row) for row in rows]
     n = len(rows)
     node_parts, edge_parts = [], []
     for row in rows:
@@ -486,11 +449,15 @@ def circuit_detail(target: Engine | Session, circuit_id: int) -> dict[str, Any]:
     bootstrap stability (the share of resamples keeping the member; None without a bootstrap)."""
     writer, reader = aliased(Component), aliased(Component)
     with transaction(target) as session:
-        rows = session.execute(_summary_query().where(Circuit.id == circuit_id)).all()
-        if not rows:
+        row = (
+            session.connection()
+            .execute(_summary_select().add_columns(Circuit.run_id).where(Circuit.id == circuit_id))
+            .one_or_none()
+        )
+        if row is None:
             raise NotCatalogued(f"no circuit with id {circuit_id}")
-        summary = _summary(rows[0])
-        run = rows[0][1]
+        summary = _summary_of(row)
+        run = session.get_one(Run, row[SUMMARY_WIDTH])
         nodes = [
             {"node": name, "score": score, "stability": stability}
             | ({} if role is None else {"role": role, "subject_attention": sa, "relation_attention": ra})

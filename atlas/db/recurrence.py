@@ -172,6 +172,11 @@ def recurrence_report(
         _, control_held, control_null, _ = _matrices(circuits, controls, len(names), role_code)
         generic, _ = generic_flags(control_held, control_null)
     stability_sum, stability_count, role_counts = memberships
+    # The relations in name order, and per component (row) which of them hold it: each component's relations
+    # are then read off in order (sorting them per component was a tenth of the report's time).
+    relation_order = sorted(range(len(relations)), key=lambda r: relation_names[relations[r]])
+    ordered_names = [relation_names[relations[r]] for r in relation_order]
+    held_by_name = np.ascontiguousarray(held[relation_order].T)
     found = []
     for i, (name, (kind, layer, head)) in enumerate(names.items()):
         count = int(stats.observed[i])
@@ -190,7 +195,7 @@ def recurrence_report(
                 layer=layer,
                 head=head,
                 n_relations=count,
-                relations=sorted(relation_names[relations[r]] for r in np.flatnonzero(held[:, i]).tolist()),
+                relations=[ordered_names[r] for r in np.flatnonzero(held_by_name[i]).tolist()],
                 expected=float(stats.expected[i]),
                 enrichment=None if np.isnan(stats.enrichment[i]) else float(stats.enrichment[i]),
                 p_value=float(stats.p_value[i]),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from atlas.db import CatalogueError, NotCatalogued
 from atlas.db.models import Circuit, Model, Run
-from atlas.db.store import transaction
+from atlas.db.session import transaction
 from atlas.spec.graph import GraphIndex, nodes_of, top_n_edges, top_n_nodes
 
 __all__ = ["GraphIndex", "Recut", "StoredScores", "load_scores", "recut"]

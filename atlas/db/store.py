@@ -5,13 +5,14 @@ parameters: storing the same run again (a retry, or a second worker that lost th
 already there and leaves exactly one copy. Bad input raises `CatalogueError` and stores nothing.
 
 Edges are bulk-loaded with PostgreSQL's COPY (psycopg 3 `cursor.copy`), with executemany elsewhere.
+Each circuit's record (the JSON body of GET /circuits/{id}, atlas.db.records) is written in the same
+transaction. Sessions come from atlas.db.session.transaction (also importable from here).
 torch is imported only by the functions that take or return tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -21,9 +22,13 @@ from sqlalchemy import Engine, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from atlas.db import CatalogueConflict, CatalogueError, NotCatalogued
+from atlas.db import CatalogueConflict, CatalogueError, NotCatalogued, records
 from atlas.db.models import (
+    MEMBER_DTYPE,
+    MEMBER_ROLE_DTYPE,
+    MEMBER_STABILITY_DTYPE,
     ROLES,
+    SCORE_DTYPE,
     Circuit,
     CircuitEdge,
     CircuitNode,
@@ -35,6 +40,7 @@ from atlas.db.models import (
     Relation,
     Run,
 )
+from atlas.db.session import transaction
 from atlas.spec.corpus import Fact as CorpusFact
 from atlas.spec.corpus import Relation as CorpusRelation
 from atlas.spec.corpus import corpus_hash as relations_hash
@@ -53,10 +59,6 @@ if TYPE_CHECKING:
     from atlas.core.graph import Graph
     from atlas.core.models import LoadedModel
 
-SCORE_DTYPE = "<f4"  # little-endian float32: exact for the float32 scores discovery produces
-MEMBER_DTYPE = "<i4"  # Circuit.node_set / edge_set: little-endian int32 graph indices
-MEMBER_STABILITY_DTYPE = "<f4"  # Circuit.member_stability: float32 per node_set entry
-MEMBER_ROLE_DTYPE = "i1"  # Circuit.member_roles: int8 index into ROLES per node_set entry, -1 none
 RELATION_FIELDS = (
     "title",
     "category",
@@ -94,27 +96,6 @@ class ModelInfo:
             weights_sha256=model.weights_sha256,
             edge_level=model.edge_level,
         )
-
-
-# ---------------------------------------------------------------------------------------------- transactions
-
-
-@contextmanager
-def transaction(target: Engine | Session, write: bool = False) -> Iterator[Session]:
-    """A session in its own transaction: committed on success, rolled back on any error. Given a session
-    already in a transaction, a savepoint inside it (the caller commits). `write`: on SQLite, take the write
-    lock at the start (concurrent writers then wait their turn instead of failing)."""
-    if isinstance(target, Session):
-        if target.in_transaction():
-            with target.begin_nested():
-                yield target
-        else:
-            with target.begin():
-                yield target
-        return
-    bind = target.execution_options(sqlite_begin="IMMEDIATE") if write else target
-    with Session(bind, expire_on_commit=False) as session, session.begin():
-        yield session
 
 
 # ----------------------------------------------------------------------------------------- relations, facts
@@ -212,6 +193,7 @@ def add_facts(target: Engine | Session, relation_name: str, facts: Iterable[Corp
             row.content_sha256 = relations_hash(
                 [_corpus_relation(row, tuple(CorpusFact(s, o) for s, o in every))]
             )
+            records.rewrite_relation(session, relation_id)  # they show the relation's hash
         return count
 
 
@@ -594,8 +576,9 @@ def _store(
     for split, evaluation in (("discovery", result.discovery), ("heldout", result.heldout)):
         if evaluation is not None:
             session.add(_evaluation(row.id, split, evaluation, result if split == "discovery" else None))
-    session.flush()
-    return row.id
+    circuit_id = row.id
+    records.write(session, [circuit_id])  # the API's answer for it, in this transaction
+    return circuit_id
 
 
 def null_columns(graph: Graph, circuit: CoreCircuit) -> dict[str, Any]:

@@ -3,8 +3,8 @@ job sender, a client factory.
 
 The synthetic circuits are stored row by row as atlas.db.store would (run with its key, circuit with the
 float32 score matrix and member sets, every node with its score, the selected edges with in-circuit flags,
-evaluations), from seeded random scores cut by the same top-n-then-prune rule, over two small model shapes
-and the bundled corpus's relations: no model is loaded, so the API tests stay fast."""
+evaluations, the API's record), from seeded random scores cut by the same top-n-then-prune rule, over two
+small model shapes and the bundled corpus's relations: no model is loaded, so the API tests stay fast."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from sqlalchemy import Engine, insert, select
 
 from api.app import create_app
 from api.cache import ResponseCache
+from atlas.db import records
 from atlas.db.models import Circuit, CircuitEdge, CircuitNode, Component, Evaluation, Relation, Run
 from atlas.db.store import (
     ModelInfo,
@@ -204,6 +205,7 @@ def store_synthetic(
                 )
             )
         session.flush()
+        records.write(session, [circuit.id])  # the API's record, in the circuit's transaction (as the store)
         return circuit.id
 
 

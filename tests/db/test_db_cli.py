@@ -13,9 +13,11 @@ import pytest
 from click.testing import CliRunner
 from db_helpers import CODE_VERSION, HAND, Discovered, with_circuit
 from recurrence_check import expected_recurrence, stored_circuits
+from sqlalchemy import update
 
 from atlas.cli import main
 from atlas.db.engine import make_engine
+from atlas.db.models import Circuit
 from atlas.db.store import store_discovery
 from atlas.spec.corpus import bundled_corpus_path, load_corpus
 
@@ -55,6 +57,14 @@ def test_upgrade_import_list_and_queries(
         ids.append(store_discovery(engine, result, d.model, d.relation, corpus_sha, CODE_VERSION))
     engine.dispose()
 
+    code, out = _run(cli, "db", "fill-records", "--database-url", url)
+    assert (code, out.strip()) == (0, "circuit records stored: 0")  # the store wrote them
+    engine = make_engine(url)
+    with engine.begin() as connection:  # as a circuit stored before migration 0009
+        connection.execute(update(Circuit).where(Circuit.id == ids[0]).values(record_json=None))
+    engine.dispose()
+    code, out = _run(cli, "db", "fill-records", "--database-url", url)
+    assert (code, out.strip()) == (0, "circuit records stored: 1")
     code, out = _run(cli, "circuits", "list", "--database-url", url, "--limit", "2", "--json")
     page = json.loads(out)
     assert [c["id"] for c in page["items"]] == ids[:2] and page["next_after"] == ids[1]
