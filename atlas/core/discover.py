@@ -23,6 +23,7 @@ from atlas.core.evaluation import (
     score_order,
 )
 from atlas.core.graph import Graph
+from atlas.core.memory import MemoryBudget, discovery_budget
 from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Pair, batch_order, make_batches, make_pairs, tokenize_facts
@@ -157,9 +158,13 @@ def discover(
     relation: Relation,
     params: DiscoveryParams,
     progress: Callable[[int, int], None] | None = None,
+    max_memory: int | None = None,
 ) -> DiscoveryResult:
-    """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored."""
+    """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored.
+    `max_memory`: the process's peak in bytes that attribution and evaluation keep to (None:
+    ATLAS_MAX_MEMORY_MB, if set); it changes how facts are grouped into passes, not the result."""
     level = resolve_level(model, params)
+    budget = discovery_budget(model, max_memory)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     pad = pad_id(model)
@@ -211,12 +216,13 @@ def discover(
         ablation=params.ablation,
         level=level,
         progress=advance,
+        budget=budget,
     )
     scores = per_fact.mean(0)
     seconds["attribution"] = time.perf_counter() - clock
     graph = graph_of(model)
     clock = time.perf_counter()
-    evaluator = Evaluator(model, graph, discovery_batches, metric, params.ablation, level)
+    evaluator = Evaluator(model, graph, discovery_batches, metric, params.ablation, level, budget=budget)
     size: SizeChoice | None = None
     if params.selection == "faithfulness":
         cap = (
@@ -231,7 +237,7 @@ def discover(
             cap,
             curve_sizes(graph, level) if params.curve else (),
             confidence=params.bound_confidence,
-            folds=size_folds(model, graph, discovery_pairs, per_fact, params, level, pad),
+            folds=size_folds(model, graph, discovery_pairs, per_fact, params, level, pad, budget),
         )
         circuit = Circuit(graph, edges, level=level)
     else:
@@ -246,9 +252,9 @@ def discover(
     heldout = None
     if heldout_pairs:
         heldout_batches = make_batches(heldout_pairs, params.batch_size, pad)
-        heldout = Evaluator(model, graph, heldout_batches, metric, params.ablation, level).evaluate(
-            circuit, random
-        )
+        heldout = Evaluator(
+            model, graph, heldout_batches, metric, params.ablation, level, budget=budget
+        ).evaluate(circuit, random)
     seconds["evaluation"] = time.perf_counter() - clock
     clock = time.perf_counter()
     stability = None
@@ -295,6 +301,7 @@ def size_folds(
     params: DiscoveryParams,
     level: str,
     pad: int,
+    budget: MemoryBudget | None = None,
 ) -> list[Fold]:
     """The folds the size search judges sizes over: the discovery facts dealt into `params.folds` seeded
     folds of at least two facts (fewer folds for few facts; none below two), each with an evaluator over
@@ -311,7 +318,9 @@ def size_folds(
         others = torch.ones(len(ordered), dtype=torch.bool)
         others[mine] = False
         batches = make_batches([ordered[i] for i in mine], params.batch_size, pad)
-        evaluator = Evaluator(model, graph, batches, get_metric(params.metric), params.ablation, level)
+        evaluator = Evaluator(
+            model, graph, batches, get_metric(params.metric), params.ablation, level, budget=budget
+        )
         folds.append(Fold(evaluator, score_order(graph, per_fact[others].mean(0), params.ranking)))
     return folds
 
