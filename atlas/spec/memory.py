@@ -29,17 +29,18 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 def parse_memory(text: str, field: str = "max_memory") -> int:
     """Bytes of a size such as "6GB", "512MB" or "1.5GiB"; Invalid naming the value otherwise."""
+    option = field.replace("_", "-")
     match = _SIZE.match(str(text))
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in UNITS:
         raise Invalid(
-            f"{field.replace('_', '-')} must be a size with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 6GB "
-            f"or 512MB; got {text!r}",
+            f"{option} must be a size with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 6GB or "
+            f"512MB; got {text!r}",
             field=field,
         )
     size = float(match.group(1)) * UNITS[unit]
     if not math.isfinite(size) or size < 1:
-        raise Invalid(f"{field.replace('_', '-')} must be at least 1 byte, got {text!r}", field=field)
+        raise Invalid(f"{option} must be at least 1 byte, got {text!r}", field=field)
     return int(size)
 
 

@@ -199,3 +199,28 @@ def test_the_cli_refuses_a_bad_or_too_small_budget_in_one_line(
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0] and "max-memory" in errors[0], result.stderr[-2000:]
+
+
+def test_the_environment_budget_applies_unless_one_is_given(
+    tiny_llama: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atlas.spec.config import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.delenv("ATLAS_MAX_MEMORY_MB", raising=False)
+    try:
+        assert memory.discovery_budget(tiny_llama) is None
+        monkeypatch.setenv("ATLAS_MAX_MEMORY_MB", "4096")
+        get_settings.cache_clear()
+        budget = memory.discovery_budget(tiny_llama)
+        assert budget is not None and budget.total == 4096 * 2**20
+        assert budget.resident >= sum(p.numel() * 4 for p in tiny_llama.hf_model.parameters())
+        given = memory.discovery_budget(tiny_llama, 6 * 10**9)
+        assert given is not None and given.total == 6 * 10**9
+        monkeypatch.setenv("ATLAS_MAX_MEMORY_MB", "-1")
+        get_settings.cache_clear()
+        with pytest.raises(ValueError, match="max_memory_mb"):
+            get_settings()
+    finally:
+        monkeypatch.delenv("ATLAS_MAX_MEMORY_MB", raising=False)
+        get_settings.cache_clear()
