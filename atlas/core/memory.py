@@ -68,7 +68,15 @@ def discovery_budget(model: LoadedModel, max_memory: int | None = None) -> Memor
         max_memory = get_settings().max_memory_mb * 2**20 or None
     if max_memory is None:
         return None
-    return MemoryBudget(max_memory, resident_bytes(model))
+    budget = MemoryBudget(max_memory, resident_bytes(model))
+    if budget.free <= 0:  # refused before any work, not after filtering
+        raise DiscoveryError(
+            f"a memory budget of {format_bytes(budget.total)} cannot hold one fact's work: about "
+            f"{format_bytes(budget.resident)} is resident already (the weights, the runtime); give more "
+            "(--max-memory, ATLAS_MAX_MEMORY_MB)",
+            field="max_memory",
+        )
+    return budget
 
 
 def resident_bytes(model: LoadedModel) -> int:

@@ -224,3 +224,11 @@ def test_the_environment_budget_applies_unless_one_is_given(
     finally:
         monkeypatch.delenv("ATLAS_MAX_MEMORY_MB", raising=False)
         get_settings.cache_clear()
+
+
+def test_a_budget_below_what_is_resident_is_refused_before_any_work(tiny_llama: LoadedModel) -> None:
+    with pytest.raises(
+        DiscoveryError, match=r"memory budget of 1 KB cannot hold one fact's work: about"
+    ) as caught:
+        memory.discovery_budget(tiny_llama, 1000)
+    assert format_bytes(resident_bytes(tiny_llama))[:2] in str(caught.value)
