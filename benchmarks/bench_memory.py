@@ -5,10 +5,11 @@ included. Attribution rows (`atlas.core.attribution.fact_scores`, EAP-IG, `--ste
 `batch` facts from the bundled corpus) also give "peak RSS (phase)": VmHWM after resetting it
 (`/proc/self/clear_refs`) once the model is loaded, so it covers attribution alone (with the weights and
 what loading left in the allocator). The `discover` row runs `atlas discover` end to end (filtering,
-attribution, evaluation, roles) with `--max-memory`. A row whose estimated peak (atlas.core.memory: the
-weights and runtime plus the per-fact estimate times the batch) is over `--cap` is not run, so no
-measurement can take the machine's memory; its estimate is printed instead. The 1-minute load average is
-printed after each row. Example::
+attribution, evaluation, roles) with `--max-memory`, `--max-facts` facts and as many held out (batches of
+both, so filtering runs the model on no more pairs than it keeps). A row whose estimated peak
+(atlas.core.memory: the weights and runtime plus the per-fact estimate times the batch) is over `--cap` is
+not run, so no measurement can take the machine's memory; its estimate is printed instead. The 1-minute
+load average is printed after each row. Example::
 
     python benchmarks/bench_memory.py                 # the default rows (about 15 minutes on 2 cores)
     python benchmarks/bench_memory.py --rows smollm2-135m:16:1.5GB --cap 8GB
@@ -150,7 +151,8 @@ def run_row(spec: str, args: argparse.Namespace) -> dict[str, Any]:
         if discover:
             command = [
                 sys.executable, "-m", "atlas", "discover", "--model", model, "--relation", RELATION,
-                "--keep-unknown", "--max-facts", n, "--ig-steps", str(args.steps), "--top-n", "50",
+                "--keep-unknown", "--max-facts", n, "--batch-size", str(2 * int(n)), "--ig-steps",
+                str(args.steps), "--top-n", "50",
                 "--no-curve", "--bootstrap", "0", "--no-store", "--json", "--max-memory", budget,
             ]  # fmt: skip
         else:
