@@ -48,9 +48,11 @@ def run_discovery(
     relation: Relation,
     params: DiscoveryParams,
     progress: Callable[[int, int], None] | None = None,
+    max_memory: int | None = None,
 ) -> DiscoveryResult:
+    """`max_memory`: bytes the run's peak keeps to (None: ATLAS_MAX_MEMORY_MB, if set)."""
     params.validate()  # before the model loads: bad parameters fail at once
-    return discover(cached_model(model_name), relation, params, progress)
+    return discover(cached_model(model_name), relation, params, progress, max_memory)
 
 
 @dataclass
@@ -77,8 +79,10 @@ def discover_and_store(
     params: DiscoveryParams,
     progress: Callable[[int, int], None] | None = None,
     engine: Engine | None = None,
+    max_memory: int | None = None,
 ) -> StoredDiscovery:
-    """The circuit of this exact run from the catalogue, or computed and stored (one transaction)."""
+    """The circuit of this exact run from the catalogue, or computed and stored (one transaction).
+    `max_memory` is no part of the run's key: it changes how facts are grouped into passes alone."""
     from atlas.db.store import default_code_version, find_circuit, store_discovery
 
     params.validate()
@@ -88,7 +92,7 @@ def discover_and_store(
     existing = find_circuit(engine, model, relation.name, params, corpus, version)
     if existing is not None:
         return StoredDiscovery(existing, None, reused=True)
-    result = discover(model, relation, params, progress)
+    result = discover(model, relation, params, progress, max_memory)
     return StoredDiscovery(
         store_discovery(engine, result, model, relation, corpus, version), result, reused=False
     )

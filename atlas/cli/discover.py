@@ -12,8 +12,10 @@ import click
 
 from atlas.cli.common import fact_progress, quiet_libraries, user_errors
 from atlas.cli.summaries import circuit_document, counts_lines, table
+from atlas.spec.errors import Invalid
 from atlas.spec.graph import RANKINGS
 from atlas.spec.json_safe import finite
+from atlas.spec.memory import parse_memory
 from atlas.spec.methods import DEFAULT_METHOD, METHOD_NAMES
 from atlas.spec.params import (
     ABLATIONS,
@@ -164,6 +166,12 @@ def make_params(options: dict[str, Any]) -> DiscoveryParams:
     "--enqueue", is_flag=True, help="Queue the job for the workers (needs ATLAS_BROKER_URL) and print its id."
 )
 @click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option(
+    "--max-memory",
+    default=None,
+    help="Peak memory the run keeps to, e.g. 6GB or 512MB: facts are scored and evaluated in passes that "
+    "fit it; the circuit is the same [ATLAS_MAX_MEMORY_MB, else no limit].",
+)
 def discover(
     model_name: str,
     relation: str,
@@ -173,6 +181,7 @@ def discover(
     store: bool,
     enqueue: bool,
     queue: str,
+    max_memory: str | None,
     **options: Any,
 ) -> None:
     """Find the knowledge circuit of one relation in one model, and store it in the catalogue.
@@ -183,8 +192,15 @@ def discover(
 
     with user_errors():
         params = make_params(options)
+        budget = None if max_memory is None else parse_memory(max_memory)
         chosen = pick_relation(load_relations(corpus), relation, corpus)
         if enqueue:
+            if budget is not None:
+                raise Invalid(
+                    "--max-memory applies to a run computed here; workers keep to their own "
+                    "ATLAS_MAX_MEMORY_MB",
+                    field="max_memory",
+                )
             _enqueue(model_name, chosen, params, queue, as_json)
             return
     quiet_libraries()
@@ -194,10 +210,10 @@ def discover(
     with user_errors():
         with fact_progress(chosen.name) as progress:
             if store:
-                stored = discover_and_store(model_name, chosen, params, progress)
+                stored = discover_and_store(model_name, chosen, params, progress, max_memory=budget)
                 result, circuit_id = stored.result, stored.circuit_id
             else:
-                result = run_discovery(model_name, chosen, params, progress)
+                result = run_discovery(model_name, chosen, params, progress, budget)
         if result is None:
             _show_stored(circuit_id, as_json, save)
             return

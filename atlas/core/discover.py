@@ -24,6 +24,7 @@ from atlas.core.evaluation import (
     score_order,
 )
 from atlas.core.graph import Graph
+from atlas.core.memory import discovery_budget
 from atlas.core.metrics import get_metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Pair, make_batches, make_pairs, tokenize_facts
@@ -158,9 +159,13 @@ def discover(
     relation: Relation,
     params: DiscoveryParams,
     progress: Callable[[int, int], None] | None = None,
+    max_memory: int | None = None,
 ) -> DiscoveryResult:
-    """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored."""
+    """Find and evaluate `relation`'s circuit in `model`. `progress(done, total)` counts facts scored.
+    `max_memory`: the process's peak in bytes that attribution and evaluation keep to (None:
+    ATLAS_MAX_MEMORY_MB, if set); it changes how facts are grouped into passes, not the result."""
     level = resolve_level(model, params)
+    budget = discovery_budget(model, max_memory)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
     pad = pad_id(model)
@@ -212,12 +217,13 @@ def discover(
         ablation=params.ablation,
         level=level,
         progress=advance,
+        budget=budget,
     )
     scores = per_fact.mean(0)
     seconds["attribution"] = time.perf_counter() - clock
     graph = graph_of(model)
     clock = time.perf_counter()
-    evaluator = Evaluator(model, graph, discovery_batches, metric, params.ablation, level)
+    evaluator = Evaluator(model, graph, discovery_batches, metric, params.ablation, level, budget=budget)
     size: SizeChoice | None = None
     if params.selection == "faithfulness":
         cap = (
@@ -247,9 +253,9 @@ def discover(
     heldout = None
     if heldout_pairs:
         heldout_batches = make_batches(heldout_pairs, params.batch_size, pad)
-        heldout = Evaluator(model, graph, heldout_batches, metric, params.ablation, level).evaluate(
-            circuit, random
-        )
+        heldout = Evaluator(
+            model, graph, heldout_batches, metric, params.ablation, level, budget=budget
+        ).evaluate(circuit, random)
     seconds["evaluation"] = time.perf_counter() - clock
     clock = time.perf_counter()
     stability = None
@@ -288,9 +294,7 @@ def discover(
     )
 
 
-def size_folds(
-    graph: Graph, n_facts: int, per_fact: torch.Tensor, params: DiscoveryParams
-) -> Folds | None:
+def size_folds(graph: Graph, n_facts: int, per_fact: torch.Tensor, params: DiscoveryParams) -> Folds | None:
     """The folds the size search judges sizes over: the discovery facts (per_fact's rows, which are in the
     evaluator's fact order) dealt into `params.folds` seeded folds of at least two facts (fewer folds for
     few facts; none below two), each with the order the other folds' per-fact scores give."""

@@ -4,7 +4,9 @@ curve over sizes.
 
 An `Evaluator` holds one split's batches. Per batch it computes once what every circuit shares (the writers'
 ablated outputs, the full model's readout); circuits are evaluated several to a forward pass (stacked on
-the batch axis, as many as `ATLAS_EVAL_MEMORY_MB` allows) and each distinct edge set only once.
+the batch axis, as many as `ATLAS_EVAL_MEMORY_MB` allows) and each distinct edge set only once. Under a
+discovery memory budget (`--max-memory`, ATLAS_MAX_MEMORY_MB: atlas.core.memory) that budget sets instead how
+many facts and circuits a pass holds and how many ablated outputs are kept.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from atlas.core.attribution.base import ablated_outputs
+from atlas.core.attribution.base import ablated_outputs, micro_batches
 from atlas.core.circuit import Circuit
 from atlas.core.graph import Graph
 from atlas.core.intervention import patched_logits
+from atlas.core.memory import MemoryBudget, discovery_budget, evaluation_fact_bytes, facts_per_pass
 from atlas.core.metrics import Metric, hits_at_k
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
@@ -144,9 +147,17 @@ class Evaluator:
         ablation: str,
         level: str,
         memory_bytes: int | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
+        """`budget` (None: ATLAS_MAX_MEMORY_MB's, if set) replaces `memory_bytes` (ATLAS_EVAL_MEMORY_MB's):
+        batches are cut into passes of the facts it holds, and ablated outputs kept while they fit beside
+        a pass."""
         self.model, self.graph, self.metric, self.ablation, self.level = model, graph, metric, ablation, level
+        self.budget = budget if budget is not None or memory_bytes is not None else discovery_budget(model)
         self.batches = [batch.to(model.device) for batch in batches]
+        self._pass_bytes = 0  # under a budget: the largest pass's estimated peak for one circuit
+        if self.budget is not None:
+            self.batches = [part for batch in self.batches for part in self._fit(batch, self.budget)]
         self.n_facts = sum(batch.size for batch in self.batches)
         self.starts = np.cumsum([0] + [batch.size for batch in self.batches])  # batch i's first fact
         self.memory_bytes = eval_memory_bytes() if memory_bytes is None else memory_bytes
@@ -156,16 +167,31 @@ class Evaluator:
         self._resample_weights: np.ndarray | None = None
         self.forwards = 0  # patched forward passes run (each holds up to `chunk` circuits)
 
+    def _fit(self, batch: Batch, budget: MemoryBudget) -> list[Batch]:
+        """`batch` in passes that hold one circuit each within the budget."""
+        need = evaluation_fact_bytes(self.model, self.graph, batch.clean.shape[1], batch.target_pos.shape[1])
+        parts = micro_batches(
+            self.model, self.graph, batch, facts_per_pass(budget, need, "evaluation"), self.ablation
+        )
+        self._pass_bytes = max(self._pass_bytes, need * max(part.size for part in parts))
+        return parts
+
     # ------------------------------------------------------------------------------------ shared per batch
 
     def ablated(self, i: int) -> torch.Tensor:
-        """Batch i's writers' ablated outputs; kept while they fit in half the memory budget."""
+        """Batch i's writers' ablated outputs; kept while they fit in half the memory (or, under a budget,
+        beside a pass of `chunk` circuits)."""
         if i in self._ablated:
             return self._ablated[i]
         batch = self.batches[i]
         values = ablated_outputs(self.model, self.graph, batch, self.ablation)
+        size = values.numel() * values.element_size()
+        if self.budget is not None:
+            if self.budget.reserve(size, self.chunk * self._pass_bytes):
+                self._ablated[i] = values
+            return values
         held = sum(t.numel() * t.element_size() for t in self._ablated.values())
-        if held + values.numel() * values.element_size() <= self.memory_bytes // 2:
+        if held + size <= self.memory_bytes // 2:
             self._ablated[i] = values
         return values
 
@@ -213,7 +239,9 @@ class Evaluator:
     @property
     def chunk(self) -> int:
         """Circuits per patched forward: the differences kept per circuit cost at most n_writers x the
-        largest batch's activations."""
+        largest batch's activations (under a budget: as many passes' estimated peaks as it holds)."""
+        if self.budget is not None:
+            return max(1, min(16, self.budget.free // max(self._pass_bytes, 1)))
         largest = max((b.size * b.clean.shape[1] for b in self.batches), default=1)
         per_circuit = self.graph.n_writers * largest * self.model.d_model * 4
         return max(1, min(16, self.memory_bytes // 2 // max(per_circuit, 1)))
@@ -225,10 +253,11 @@ class Evaluator:
         todo = [key for key in pending if key not in self._cache]
         for start in range(0, len(todo), self.chunk):
             chosen = [pending[key] for key in todo[start : start + self.chunk]]
-            shared = all(isinstance(c, torch.Tensor) for c in chosen)
+            plain = [c for c in chosen if isinstance(c, torch.Tensor)]
+            shared = torch.stack([c.cpu() for c in plain]) if len(plain) == len(chosen) else None
             parts = []  # per batch: [circuits, 3, batch size]
             for i, batch in enumerate(self.batches):
-                stack = torch.stack([c.cpu() for c in chosen]) if shared else self._per_fact(chosen, i)
+                stack = shared if shared is not None else self._per_fact(chosen, i)
                 logits = patched_logits(self.model, self.graph, batch, self.ablated(i), stack, self.level)
                 self.forwards += 1
                 parts.append(self._values(logits, readout_batch(batch, len(chosen)), len(chosen)))

@@ -122,7 +122,9 @@ def _patch(
             kept = difference[:, slots]  # [C, S, B, pos, d]
             if per_fact:
                 kept = kept.transpose(1, 2).reshape(n_circuits * batch, len(slots), -1)
-                restored = torch.bmm(weights, kept).view(n_circuits * batch, len(readers), *out.shape[1:2], -1)
+                restored = torch.bmm(weights, kept).view(
+                    n_circuits * batch, len(readers), *out.shape[1:2], -1
+                )
             else:
                 restored = torch.bmm(weights, kept.reshape(n_circuits, len(slots), -1))
                 restored = restored.view(n_circuits, len(readers), batch, -1, out.shape[-1]).transpose(1, 2)

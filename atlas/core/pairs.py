@@ -129,6 +129,9 @@ class Batch:
     target_mask: torch.Tensor  # [batch, k] False past the object's end
     foil_tok: torch.Tensor  # [batch] the corrupt object's first token
     pairs: list[Pair]
+    # A micro-batch cut from a larger batch carries that batch's mean writer outputs `[1, n_writers, 1, d]`:
+    # the mean ablation is over the batch, whatever pass it is split into (None: over this batch).
+    ablation_mean: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -144,7 +147,24 @@ class Batch:
             name: getattr(self, name).to(device)
             for name in ("clean", "corrupt", "lengths", "target_pos", "target_tok", "target_mask", "foil_tok")
         }
-        return Batch(**tensors, pairs=self.pairs)
+        mean = None if self.ablation_mean is None else self.ablation_mean.to(device)
+        return Batch(**tensors, pairs=self.pairs, ablation_mean=mean)
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Pairs start..stop-1 as a batch of their own, padding past their longest prompt dropped (each
+        row's values do not depend on the others, nor on padding to its right)."""
+        width = int(self.lengths[start:stop].max())
+        return Batch(
+            clean=self.clean[start:stop, :width],
+            corrupt=self.corrupt[start:stop, :width],
+            lengths=self.lengths[start:stop],
+            target_pos=self.target_pos[start:stop],
+            target_tok=self.target_tok[start:stop],
+            target_mask=self.target_mask[start:stop],
+            foil_tok=self.foil_tok[start:stop],
+            pairs=self.pairs[start:stop],
+            ablation_mean=self.ablation_mean,
+        )
 
 
 def batch_order(pairs: Sequence[Pair]) -> list[Pair]:

@@ -53,7 +53,9 @@ def out_of_fold(evaluator: Evaluator, folds: Folds, sizes: Sequence[int]) -> lis
     size (NaN where the model's own gap vanishes)."""
     graph, level = evaluator.graph, evaluator.level
     circuits = [
-        FoldCircuit(torch.stack([top_circuit(graph, order, n, level) for order in folds.orders]), folds.fold_of)
+        FoldCircuit(
+            torch.stack([top_circuit(graph, order, n, level) for order in folds.orders]), folds.fold_of
+        )
         for n in sizes
     ]
     return [evaluator.faithfulness(outcome) for outcome in evaluator.outcomes(circuits)]
@@ -104,7 +106,8 @@ def search_size(
         new = sorted({n for n in sizes if n not in seen})
         if folds:
             # Judged out of fold; in sample only where it costs nothing more.
-            plain = dict(zip([n for n in new if n in free], in_sample([n for n in new if n in free])))
+            wanted = [n for n in new if n in free]
+            plain = dict(zip(wanted, in_sample(wanted), strict=True))
             for n, judged in zip(new, out_of_fold(evaluator, folds, new), strict=True):
                 seen[n] = (top_circuit(graph, order, n, level), plain.get(n, float("nan")), judged)
             return

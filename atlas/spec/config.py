@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     job_max_requeues: int = Field(default=3, ge=0)
     # Memory for evaluating circuits several to a forward pass (their activation differences), in MiB.
     eval_memory_mb: int = 1024
+    # A peak-memory budget for discovery, in MiB (0: none): attribution runs each batch in micro-batches of
+    # facts whose estimated peak fits it, and evaluation sizes its passes and caches by it (replacing
+    # eval_memory_mb). `atlas discover --max-memory 6GB` gives it for one run.
+    max_memory_mb: int = Field(default=0, ge=0)
     # CPU threads for torch; 0 leaves torch's default.
     threads: int = 0
 

@@ -14,8 +14,9 @@ from functools import cache
 
 import torch
 
-from atlas.core.attribution.base import Scorer, ablated_outputs, writer_outputs
+from atlas.core.attribution.base import Scorer, ablated_outputs, micro_batches, writer_outputs
 from atlas.core.graph import Graph
+from atlas.core.memory import MemoryBudget, attribution_fact_bytes, discovery_budget, facts_per_pass
 from atlas.core.metrics import Metric
 from atlas.core.models import LoadedModel
 from atlas.core.pairs import Batch
@@ -49,10 +50,14 @@ def fact_scores(
     ablation: str = "corrupt",
     level: str = "edge",
     progress: Progress | None = None,
+    budget: MemoryBudget | None = None,
 ) -> torch.Tensor:
     """Each fact's scores, in batch order: `[n_facts, n_writers, n_readers]` (zero where no edge exists),
     or at node level `[n_facts, n_writers]` (the gradient at each writer's output; the input's score is
-    zero, it is never ablated)."""
+    zero, it is never ablated).
+
+    `budget` (None: ATLAS_MAX_MEMORY_MB's, if set): each batch runs in passes of as many facts as its
+    estimated peak allows (atlas.core.memory); a fact's scores do not depend on the pass it is in."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose from {', '.join(LEVELS)}")
     if ablation not in ABLATIONS:
@@ -61,12 +66,22 @@ def fact_scores(
         raise ValueError(f"steps must be at least 1, got {steps}")
     implementation = scorer(method)
     graph = graph_of(model)
+    budget = budget or discovery_budget(model)
     parts = []
     for batch in batches:
         batch = batch.to(model.device)
-        parts.append(implementation.batch_scores(model, graph, batch, metric, steps, ablation, level).cpu())
-        if progress is not None:
-            progress(batch.size)
+        size = batch.size
+        if budget is not None:
+            need = attribution_fact_bytes(
+                model, graph, batch.clean.shape[1], batch.target_pos.shape[1], level, method
+            )
+            size = facts_per_pass(budget, need, "attribution")
+        for part in micro_batches(model, graph, batch, size, ablation):
+            scores = implementation.batch_scores(model, graph, part, metric, steps, ablation, level)
+            parts.append(scores.cpu())
+            del scores  # the pass's buffers go before the next one's
+            if progress is not None:
+                progress(part.size)
     shape = (graph.n_writers, graph.n_readers) if level == "edge" else (graph.n_writers,)
     scores = torch.cat(parts) if parts else torch.zeros(0, *shape)
     if level == "node":

@@ -8,6 +8,7 @@ FLOPs as one matmul over all facts: the bootstrap of circuit stability needs the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Protocol
 
@@ -75,11 +76,32 @@ def ablated_outputs(
             batch.size, graph.n_writers, batch.clean.shape[1], model.d_model, device=batch.clean.device
         )
     if ablation == "mean":
+        if batch.ablation_mean is not None:
+            shape = (batch.size, graph.n_writers, batch.clean.shape[1], model.d_model)
+            return batch.ablation_mean.expand(shape).contiguous()
         clean = writer_outputs(model, graph, batch.clean) if clean is None else clean
-        mask = batch.position_mask()[:, None, :, None].to(clean.dtype)
-        mean = (clean * mask).sum((0, 2), keepdim=True) / mask.sum((0, 2), keepdim=True)
-        return mean.expand_as(clean).contiguous()
+        total, count = _masked_sums(clean, batch)
+        return (total / count).expand_as(clean).contiguous()
     raise ValueError(f"unknown ablation {ablation!r}; choose from {', '.join(ABLATIONS)}")
+
+
+def _masked_sums(clean: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Writer outputs summed over the batch's real tokens `[1, n_writers, 1, d]`, and how many."""
+    mask = batch.position_mask()[:, None, :, None].to(clean.dtype)
+    return (clean * mask).sum((0, 2), keepdim=True), mask.sum((0, 2), keepdim=True)
+
+
+def micro_batches(model: LoadedModel, graph: Graph, batch: Batch, size: int, ablation: str) -> list[Batch]:
+    """`batch` in passes of at most `size` facts. Under the mean ablation each carries the whole batch's
+    mean (taken here a pass at a time), so the split changes no fact's result beyond float rounding."""
+    if size >= batch.size:
+        return [batch]
+    parts = [batch.rows(start, start + size) for start in range(0, batch.size, size)]
+    if ablation == "mean" and batch.ablation_mean is None:
+        sums = [_masked_sums(writer_outputs(model, graph, part.clean), part) for part in parts]
+        mean = torch.stack([total for total, _ in sums]).sum(0) / torch.stack([n for _, n in sums]).sum(0)
+        parts = [dataclasses.replace(part, ablation_mean=mean) for part in parts]
+    return parts
 
 
 @torch.no_grad()
