@@ -27,6 +27,9 @@ phase (the table gives the median and the range, min-max):
     batched run (`--batch-size`, the EAP row) is shown beside it, marked as not like for like. Agreement:
     max |TL - ours| / max |ours| over the [n_writers, n_readers] score matrix (TL's per-position edges
     summed over positions);
+  * the whole `discover` of the first relation (`--discover-facts` discovery facts, as many held out; curve,
+    size search judged out of fold, bootstrap, roles) as `atlas discover` runs it: its stages' seconds, the
+    circuits it evaluated, and whole / attribution (issue 16's target: 1.5x). One run (`--skip-discover`);
   * with `--malloc-compare`, EAP-IG again under glibc malloc tuning (no mmap/trim churn): speed-up and
     whether the scores are bit-identical;
   * with `--compare-cpu` (and `--device cuda`), EAP-IG on the CPU too, same batches.
@@ -68,6 +71,7 @@ MALLOC_ENV = {
 FLOOR_TARGET = 2.0
 TL_SPEEDUP_TARGET = 20.0
 TL_AGREEMENT_TARGET = 1e-4
+DISCOVER_TARGET = 1.5  # issue 16: a whole discover within 1.5x of its attribution
 
 
 # ---------------------------------------------------------------- shared set-up (worker side)
@@ -218,6 +222,9 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     if phase == "tl":
         out.update(_tl_compare(model, pairs, pad, args.tl_pairs))
         return out
+    if phase == "discover":
+        out.update(_whole_discover(model, corpus, args))
+        return out
 
     extra: list[tuple[str, Any]] = []  # (key, work) timed after the phase's own work: the EAP floor
     if phase in ("floor", "floor-bridge"):
@@ -268,6 +275,37 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         torch.save(scores.detach().cpu(), args.scores_out)
         out["scores"] = args.scores_out
     return out
+
+
+def _whole_discover(model: Any, corpus: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`atlas.core.discover.discover` on the first relation, as `atlas discover` runs it (curve on, size
+    searched and judged out of fold, bootstrap, roles): its own seconds per stage and the circuits it
+    evaluated."""
+    from atlas.core.discover import discover
+    from atlas.spec.corpus import load_corpus
+    from atlas.spec.params import DiscoveryParams
+
+    relation = load_corpus(corpus)[args.relations.split(",")[0]]
+    params = DiscoveryParams(
+        max_facts=args.discover_facts, batch_size=args.batch_size, ig_steps=args.steps, curve=True
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = _reset_peak(model.device)
+    clock = time.perf_counter()
+    result = discover(model, relation, params)
+    total = time.perf_counter() - clock
+    return {
+        "relation": relation.name,
+        "discover_seconds": total,
+        "stage_seconds": result.seconds,
+        "circuits_evaluated": result.circuits_evaluated,
+        "discovery_facts": result.counts.discovery,
+        "heldout_facts": result.counts.heldout,
+        "target_met": result.target_met,
+        "peak_reset": reset,
+        "peak_rss_phase_kb": _status_kb("VmHWM"),
+        "ru_maxrss_kb": max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+    }
 
 
 def _tl_compare(model: Any, pairs: list[Any], pad: int, n_pairs: int) -> dict[str, Any]:
@@ -385,6 +423,8 @@ def _spawn(
         str(args.tl_pairs),
         "--repeats",
         str(args.repeats),
+        "--discover-facts",
+        str(args.discover_facts),
     ]
     if args.corpus:
         command += ["--corpus", args.corpus]
@@ -428,6 +468,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         floor = None if args.skip_floor else _spawn(args, "floor", tmp, args.device)
         floor_bridge = None if args.skip_floor else _spawn(args, "floor-bridge", tmp, args.device)
         tl = None if args.skip_tl else _spawn(args, "tl", tmp, args.device)
+        whole = None if args.skip_discover else _spawn(args, "discover", tmp, args.device)
         malloc = _spawn(args, "eap-ig", tmp, args.device, MALLOC_ENV) if args.malloc_compare else None
         cpu = _spawn(args, "eap-ig", tmp, "cpu") if args.compare_cpu and args.device != "cpu" else None
         if malloc is not None:
@@ -437,11 +478,13 @@ def orchestrate(args: argparse.Namespace) -> None:
         if cpu is not None:
             a, b = torch.load(ig["scores"]).double(), torch.load(cpu["scores"]).double()
             cpu["max_rel_diff_vs_device"] = float((a - b).abs().max() / b.abs().max())
-        results.update(floor=floor, floor_bridge=floor_bridge, tl=tl, malloc=malloc, cpu=cpu)
+        results.update(floor=floor, floor_bridge=floor_bridge, tl=tl, whole=whole, malloc=malloc, cpu=cpu)
 
     dev = ig["device"]
     loads = [
-        p["loadavg_1min_after"] for p in (eap, ig, floor, floor_bridge, tl, malloc, cpu) if p is not None
+        p["loadavg_1min_after"]
+        for p in (eap, ig, floor, floor_bridge, tl, whole, malloc, cpu)
+        if p is not None
     ]
     results["loadavg_start"] = load_start
     rows.append(
@@ -506,8 +549,46 @@ def orchestrate(args: argparse.Namespace) -> None:
         )
         results["eap_ig_over_floor"] = ratio
         results["eap_ig_over_floor_bridge"] = bridge_ratio
+    if whole is not None:
+        stages = whole["stage_seconds"]
+        ratio = whole["discover_seconds"] / stages["attribution"]
+        results["discover_over_attribution"] = ratio
+        rows.append(
+            (
+                f"whole discover ({whole['relation']}, {whole['discovery_facts']} + {whole['heldout_facts']} "
+                "held-out facts, curve, size search out of fold) s: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+                f"{whole['discover_seconds']:.1f}",
+                "",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "whole discover / its attribution",
+                f"{ratio:.2f}x",
+                f"<= {DISCOVER_TARGET}x",
+                _yes(ratio <= DISCOVER_TARGET),
+            )
+        )
+        evaluated = whole["circuits_evaluated"]
+        rows.append(
+            (
+                "circuits evaluated / evaluation s per circuit / per circuit over attribution",
+                f"{evaluated} / {stages['evaluation'] / evaluated:.2f} / "
+                f"{stages['evaluation'] / evaluated / stages['attribution']:.3f}",
+                "",
+                "",
+            )
+        )
     rows.append(("RSS after model load (EAP-IG worker)", _mib(ig["rss_after_load_kb"]), "", ""))
-    for label, phase in (("EAP", eap), ("EAP-IG", ig), ("floor", floor), ("bridge floor", floor_bridge)):
+    for label, phase in (
+        ("EAP", eap),
+        ("EAP-IG", ig),
+        ("floor", floor),
+        ("bridge floor", floor_bridge),
+        ("whole discover", whole),
+    ):
         if phase is None:
             continue
         how = "VmHWM reset after warm-up" if phase["peak_reset"] else "not resettable: process peak"
@@ -616,6 +697,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-tl", action="store_true", help="skip the transformer_lens comparison")
     parser.add_argument(
         "--skip-floor", action="store_true", help="skip both floors (plain HF, bridge-wrapped)"
+    )
+    parser.add_argument(
+        "--skip-discover", action="store_true", help="skip the whole discover on the first relation"
+    )
+    parser.add_argument(
+        "--discover-facts", type=int, default=16, help="discovery facts (as many held out) of that run"
     )
     parser.add_argument(
         "--malloc-compare", action="store_true", help="rerun EAP-IG under glibc malloc tuning"

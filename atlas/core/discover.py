@@ -87,6 +87,7 @@ class DiscoveryResult:
     size: SizeChoice | None = None  # how the size was searched (selection "faithfulness")
     template: TemplateChoice | None = None
     stability: Stability | None = None  # bootstrap over the discovery facts (None: --bootstrap 0)
+    circuits_evaluated: int = 0  # distinct circuits run, discovery and held-out facts together
 
     @property
     def target_met(self) -> bool | None:
@@ -132,6 +133,7 @@ class DiscoveryResult:
             "stability": None if self.stability is None else self.stability.summary(),
             "unpaired_facts": self.unpaired_facts,
             "seconds": self.seconds,
+            "circuits_evaluated": self.circuits_evaluated,
             "roles": None
             if self.roles is None
             else {"thresholds": asdict(self.roles.thresholds), "counts": self.roles.counts()},
@@ -251,11 +253,14 @@ def discover(
     evaluation = evaluator.evaluate(circuit, random)
     curve = faithfulness_curve(evaluator, scores, ranking=params.ranking) if params.curve else None
     heldout = None
+    evaluated = evaluator.circuits_run
     if heldout_pairs:
         heldout_batches = make_batches(heldout_pairs, params.batch_size, pad)
-        heldout = Evaluator(
+        heldout_evaluator = Evaluator(
             model, graph, heldout_batches, metric, params.ablation, level, budget=budget
-        ).evaluate(circuit, random)
+        )
+        heldout = heldout_evaluator.evaluate(circuit, random)
+        evaluated += heldout_evaluator.circuits_run
     seconds["evaluation"] = time.perf_counter() - clock
     clock = time.perf_counter()
     stability = None
@@ -291,6 +296,7 @@ def discover(
         size=size,
         template=template,
         stability=stability,
+        circuits_evaluated=evaluated,
     )
 
 

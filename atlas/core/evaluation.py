@@ -166,6 +166,7 @@ class Evaluator:
         self._full: Outcome | None = None
         self._resample_weights: np.ndarray | None = None
         self.forwards = 0  # patched forward passes run (each holds up to `chunk` circuits)
+        self.circuits_run = 0  # distinct circuits evaluated (a FoldCircuit counts once)
 
     def _fit(self, batch: Batch, budget: MemoryBudget) -> list[Batch]:
         """`batch` in passes that hold one circuit each within the budget."""
@@ -251,6 +252,7 @@ class Evaluator:
         keys = [_mask_key(edges) for edges in circuits]
         pending = dict(zip(keys, circuits, strict=True))
         todo = [key for key in pending if key not in self._cache]
+        self.circuits_run += len(todo)
         for start in range(0, len(todo), self.chunk):
             chosen = [pending[key] for key in todo[start : start + self.chunk]]
             plain = [c for c in chosen if isinstance(c, torch.Tensor)]

@@ -35,6 +35,8 @@ def test_discovery_on_a_tiny_model_reports_a_consistent_circuit(tiny_llama, rela
     # the area (x in [0, 1]) is still bounded by the curve's highest point.
     assert 0 < curve.area <= max(p.faithfulness for p in curve.points)
     assert math.isfinite(summary["faithfulness"])
+    # circuit, random and empty on each split, and the curve's sizes (some prune to the same edges)
+    assert 6 < summary["circuits_evaluated"] <= 6 + len(curve.points)
 
 
 def test_discovery_and_heldout_facts_are_disjoint_and_seeded(tiny_llama, relations) -> None:
