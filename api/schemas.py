@@ -183,7 +183,9 @@ class CircuitDetail(CircuitSummary):
     search: dict[str, Any] | None = Field(
         None,
         description="Sized by faithfulness: target, cap, n_top (edges taken before pruning), size, "
-        "faithfulness, target_met and `trace`, every size evaluated as [n_top, size, faithfulness].",
+        "faithfulness, target_met, folds, bound and `trace`, every size evaluated as [n_top, size, "
+        "faithfulness in sample (null where not evaluated: out of fold only the kept size and the curve's "
+        "sizes are), faithfulness judged].",
     )
     template: dict[str, Any] | None = Field(
         None, description="The template used; for `template auto`, facts known under each candidate."

@@ -51,6 +51,7 @@ def add_extras(catalogue: Catalogue) -> tuple[int, int, int]:
     job: what the edit page, the curve plot and the jobs page show."""
     from sqlalchemy import insert, select, update
 
+    from atlas.db import records
     from atlas.db.models import Component, Edit, EditComponent, Evaluation, Model, Relation
     from atlas.db.queries import circuit_detail
     from atlas.db.store import transaction
@@ -138,6 +139,7 @@ def add_extras(catalogue: Catalogue) -> tuple[int, int, int]:
             .where(Evaluation.circuit_id == first, Evaluation.split == "discovery")
             .values(curve=curve, curve_area=0.8)
         )
+        records.write(session, [first])  # the API serves the record stored with the circuit
     params = DiscoveryParams(method="eap", top_n=30, max_facts=4, known_only=False, curve=False)
     job = submit_job(engine, DiscoveryRequest("toy-b", ("city_in_country",), params))
     assert job.job_id is not None
