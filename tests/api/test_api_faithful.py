@@ -62,6 +62,7 @@ def test_listing_and_record_carry_the_search(
     assert _close(row["top1_circuit_heldout"], result.heldout.top1_circuit)
     record = client.get(f"/circuits/{circuit_id}").json()
     assert record["search"]["n_top"] == result.size.n_top and record["search"]["cap"] == 60
+
     def served(value: float) -> object:  # NaN (not evaluated in sample) is served as null
         return None if math.isnan(value) else pytest.approx(value)
 
