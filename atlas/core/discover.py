@@ -240,7 +240,7 @@ def discover(
             cap,
             curve_sizes(graph, level) if params.curve else (),
             confidence=params.bound_confidence,
-            folds=size_folds(graph, evaluator.n_facts, per_fact, params),
+            folds=size_folds(graph, per_fact, params),
         )
         circuit = Circuit(graph, edges, level=level)
     else:
@@ -300,22 +300,22 @@ def discover(
     )
 
 
-def size_folds(graph: Graph, n_facts: int, per_fact: torch.Tensor, params: DiscoveryParams) -> Folds | None:
+def size_folds(graph: Graph, per_fact: torch.Tensor, params: DiscoveryParams) -> Folds | None:
     """The folds the size search judges sizes over: the discovery facts (per_fact's rows, which are in the
     evaluator's fact order) dealt into `params.folds` seeded folds of at least two facts (fewer folds for
     few facts; none below two), each with the order the other folds' per-fact scores give."""
+    n_facts = per_fact.shape[0]
     k = min(params.folds, n_facts // 2)
     if k < 2:
         return None
     shuffled = list(range(n_facts))
     random.Random(params.seed).shuffle(shuffled)
     fold_of = np.zeros(n_facts, dtype=np.int64)
-    orders = []
     for j in range(k):
         fold_of[shuffled[j::k]] = j
-    for j in range(k):
-        others = torch.from_numpy(fold_of != j)
-        orders.append(score_order(graph, per_fact[others].mean(0), params.ranking))
+    orders = [
+        score_order(graph, per_fact[torch.from_numpy(fold_of != j)].mean(0), params.ranking) for j in range(k)
+    ]
     return Folds(fold_of, orders)
 
 

@@ -98,23 +98,17 @@ def search_size(
     seen: dict[int, tuple[torch.Tensor, float, float]] = {}  # n -> (edges, faithfulness, bound)
     free = set(extra_grid)  # sizes the caller evaluates in sample anyway (the curve's)
 
-    def in_sample(sizes: Sequence[int]) -> list[float]:
-        circuits = [top_circuit(graph, order, n, level) for n in sizes]
-        return [evaluator.faithfulness(outcome) for outcome in evaluator.outcomes(circuits)]
-
     def evaluate(sizes: Sequence[int]) -> None:
         new = sorted({n for n in sizes if n not in seen})
-        if folds:
-            # Judged out of fold; in sample only where it costs nothing more.
-            wanted = [n for n in new if n in free]
-            plain = dict(zip(wanted, in_sample(wanted), strict=True))
-            for n, judged in zip(new, out_of_fold(evaluator, folds, new), strict=True):
-                seen[n] = (top_circuit(graph, order, n, level), plain.get(n, float("nan")), judged)
-            return
-        circuits = [top_circuit(graph, order, n, level) for n in new]
-        for n, edges, outcome in zip(new, circuits, evaluator.outcomes(circuits), strict=True):
-            bound = evaluator.faithfulness_bound(outcome, confidence)
-            seen[n] = (edges, evaluator.faithfulness(outcome), bound)
+        circuits = {n: top_circuit(graph, order, n, level) for n in new}
+        # Out of fold, in sample only where it costs nothing more (the curve's sizes).
+        plain = [n for n in new if not folds or n in free]
+        outcomes = dict(zip(plain, evaluator.outcomes([circuits[n] for n in plain]), strict=True))
+        judged = dict(zip(new, out_of_fold(evaluator, folds, new), strict=True)) if folds else {}
+        for n in new:
+            faithful = evaluator.faithfulness(outcomes[n]) if n in outcomes else float("nan")
+            bound = judged[n] if folds else evaluator.faithfulness_bound(outcomes[n], confidence)
+            seen[n] = (circuits[n], faithful, bound)
 
     def meets(n: int) -> bool:
         return seen[n][2] >= target  # False for NaN
@@ -135,7 +129,7 @@ def search_size(
         chosen = max(finite, key=lambda n: (seen[n][2], -n)) if finite else cap
     edges, value, bound = seen[chosen]
     if math.isnan(value) and folds:  # the kept circuit's own faithfulness, on the facts it was found on
-        value = in_sample([chosen])[0]
+        value = evaluator.faithfulness(evaluator.outcomes([edges])[0])
         seen[chosen] = (edges, value, bound)
     trace = [(n, circuit_size(seen[n][0], graph, level), seen[n][1], seen[n][2]) for n in sorted(seen)]
     choice = SizeChoice(

@@ -197,7 +197,7 @@ def test_out_of_fold_faithfulness_pools_the_folds_facts(tiny_llama, relations) -
     batches = make_batches(pairs, 4, pad_id=0)
     per_fact = fact_scores(tiny_llama, batches, object_logprob, method="eap-ig", steps=2)
     params = DiscoveryParams(size_folds=3, batch_size=4, ranking="signed")
-    folds = size_folds(graph, 9, per_fact, params)
+    folds = size_folds(graph, per_fact, params)
     assert folds is not None and len(folds) == 3 and sorted(np.bincount(folds.fold_of)) == [3, 3, 3]
     everyone = Evaluator(tiny_llama, graph, batches, object_logprob, "corrupt", "edge")
     sizes = [5, 30, 120]
@@ -228,7 +228,7 @@ def test_out_of_fold_faithfulness_pools_the_folds_facts(tiny_llama, relations) -
     for k, fold_order in enumerate(folds.orders):
         expected = score_order(graph, per_fact[folds.fold_of != k].mean(0), "signed")
         assert np.array_equal(fold_order, expected)
-    assert size_folds(graph, 3, per_fact[:3], params) is None  # fewer than two facts a fold: in sample
+    assert size_folds(graph, per_fact[:3], params) is None  # fewer than two facts a fold: in sample
 
 
 def test_a_search_judged_out_of_fold_records_what_it_judged(tiny_llama, relations) -> None:
